@@ -1,0 +1,1 @@
+"""broadcaster: a fan-out publish/subscribe server over Server-Sent Events."""

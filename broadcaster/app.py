@@ -1,0 +1,77 @@
+"""`create_app`: routes, background tasks and shutdown, wired together."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any
+
+from aiohttp import web
+
+from broadcaster import sse
+from broadcaster.backends.base import Backend
+from broadcaster.backends.memory import MemoryBackend
+from broadcaster.broker import Broker
+from broadcaster.config import Settings
+from broadcaster.events import Frame
+from broadcaster.heartbeat import run_heartbeat
+from broadcaster.metrics import Metrics
+from broadcaster.ticker import run_ticker
+from broadcaster.web import pages, publish, status, stream
+from broadcaster.web.errors import json_errors
+from broadcaster.web.keys import BROKER, METRICS, SETTINGS
+
+SHUTDOWN = Frame(sse.encode(json.dumps({"reason": "server shutting down"}), event="shutdown"))
+
+
+def create_app(settings: Settings, backend: Backend | None = None) -> web.Application:
+    metrics = Metrics()
+    broker = Broker(
+        backend or MemoryBackend(settings.history),
+        queue_size=settings.queue_size,
+        on_fanout=metrics.observe_fanout,
+    )
+    metrics.watch(broker)
+
+    app = web.Application(middlewares=[json_errors, pages.security_headers])
+    app[SETTINGS] = settings
+    app[BROKER] = broker
+    app[METRICS] = metrics
+    app.cleanup_ctx.append(_background_tasks)
+    app.on_shutdown.append(_end_streams)
+    _add_routes(app)
+    return app
+
+
+def _add_routes(app: web.Application) -> None:
+    root = pages.static_dir()
+    app.router.add_get("/", pages.index_handler(root))
+    app.router.add_static("/static/", root)
+    app.router.add_get("/events", stream.events)
+    app.router.add_post("/publish", publish.publish)
+    app.router.add_get("/healthz", status.healthz)
+    app.router.add_get("/metrics", status.metrics)
+
+
+async def _background_tasks(app: web.Application) -> AsyncIterator[None]:
+    broker, settings = app[BROKER], app[SETTINGS]
+    await broker.start()
+    tasks = [
+        _spawn(run_ticker(broker, settings.tick_interval), "ticker"),
+        _spawn(run_heartbeat(broker, settings.heartbeat_interval), "heartbeat"),
+    ]
+    yield
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await broker.backend.aclose()
+
+
+def _spawn(coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+    return asyncio.get_running_loop().create_task(coro, name=name)
+
+
+async def _end_streams(app: web.Application) -> None:
+    # Without this, aiohttp waits out shutdown_timeout for every open stream.
+    app[BROKER].close_all(SHUTDOWN)

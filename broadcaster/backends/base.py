@@ -1,0 +1,48 @@
+"""The `Backend` protocol: what the broker needs from an event store."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from typing import Protocol
+
+from broadcaster.events import Event, EventId
+
+Deliver = Callable[[Event], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Replay:
+    """What a reconnecting client missed.
+
+    `complete` is False when the history cannot prove there is no gap (the id is
+    unknown, from another run, or older than the history); the client must then
+    resync. `head` is the newest id the backend had when it answered.
+    """
+
+    events: list[Event]
+    complete: bool
+    head: EventId | None
+
+
+class BackendUnavailable(RuntimeError):
+    """The store cannot take events right now; publishing should answer 503."""
+
+
+class Backend(Protocol):
+    name: str
+
+    async def start(self, deliver: Deliver) -> None:
+        """Begin feeding every event, in id order, to `deliver`."""
+
+    async def publish(self, topic: str, data: str, type: str | None = None) -> Event:
+        """Store an event, give it the next id, and return it."""
+
+    async def since(self, last: EventId, topics: Collection[str]) -> Replay:
+        """Events of `topics` after `last`, oldest first."""
+
+    def healthy(self) -> bool:
+        """Whether the store is reachable now."""
+
+    async def aclose(self) -> None:
+        """Stop feeding events and release connections."""

@@ -1,0 +1,162 @@
+"""The broker: one bounded queue per subscriber, and a fan-out that never waits.
+
+It mirrors the Go fan-out example (a channel per client, every client gets every
+message) with two differences that matter under load: a frame is encoded once
+and the same object is offered to every queue, and a subscriber whose queue is
+full is evicted instead of being waited for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Collection, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from broadcaster.backends.base import Backend, Replay
+from broadcaster.events import Event, EventId, Frame
+
+log = logging.getLogger("broadcaster.broker")
+
+END = Frame(b"")
+"""Queued after a subscription's last frame: the stream handler returns on it."""
+
+
+class Subscription:
+    """One connected client: the topics it follows and its backlog of frames."""
+
+    __slots__ = ("_on_evict", "evicted", "queue", "topics")
+
+    def __init__(self, topics: frozenset[str], queue_size: int, on_evict: Callable[[], None]):
+        self.topics = topics
+        self.queue: asyncio.Queue[Frame] = asyncio.Queue(queue_size)
+        self.evicted = False
+        self._on_evict = on_evict
+
+    def offer(self, frame: Frame) -> bool:
+        """Queue `frame` without waiting; False when the backlog is full."""
+        try:
+            self.queue.put_nowait(frame)
+        except asyncio.QueueFull:
+            return False
+        return True
+
+    def evict(self) -> None:
+        self.evicted = True
+        self._on_evict()
+
+
+@dataclass(slots=True)
+class BrokerStats:
+    """Running totals, read by the metrics endpoint at scrape time."""
+
+    published: Counter[str] = field(default_factory=Counter)
+    deliveries: int = 0
+    evictions: int = 0
+    replays: int = 0
+    resyncs: int = 0
+
+
+class Broker:
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        queue_size: int,
+        on_fanout: Callable[[float], None] | None = None,
+    ) -> None:
+        self.backend = backend
+        self.stats = BrokerStats()
+        self._queue_size = queue_size
+        self._on_fanout = on_fanout
+        self._by_topic: dict[str, set[Subscription]] = {}
+        self._all: set[Subscription] = set()
+        self._closed = False
+
+    @property
+    def clients(self) -> int:
+        return len(self._all)
+
+    def topic_counts(self) -> dict[str, int]:
+        return {topic: len(subs) for topic, subs in self._by_topic.items()}
+
+    async def start(self) -> None:
+        await self.backend.start(self._fan_out)
+
+    @contextmanager
+    def subscribe(
+        self, topics: Collection[str], on_evict: Callable[[], None] = lambda: None
+    ) -> Iterator[Subscription]:
+        """Register a subscriber for the duration of the `with` block."""
+        sub = Subscription(frozenset(topics), self._queue_size, on_evict)
+        self._add(sub)
+        try:
+            yield sub
+        finally:
+            self._remove(sub)
+
+    async def publish(self, topic: str, data: str, type: str | None = None) -> Event:
+        return await self.backend.publish(topic, data, type)
+
+    async def replay(self, last: EventId, topics: Collection[str]) -> Replay:
+        replay = await self.backend.since(last, topics)
+        if replay.complete:
+            self.stats.replays += 1
+        else:
+            self.stats.resyncs += 1
+        return replay
+
+    def broadcast(self, frame: Frame) -> None:
+        """Offer `frame` to every subscriber, whatever its topics (heartbeats)."""
+        self._offer_all(self._all, frame)
+
+    def close_all(self, final: Frame) -> None:
+        """End every stream: `final`, then END. Later subscribers end at once."""
+        self._closed = True
+        for sub in list(self._all):
+            if not (sub.offer(final) and sub.offer(END)):
+                self._evict(sub)
+
+    def _fan_out(self, event: Event) -> None:
+        started = time.perf_counter()
+        subs = self._by_topic.get(event.topic, ())
+        delivered = self._offer_all(subs, event.frame)
+        self.stats.published[event.topic] += 1
+        self.stats.deliveries += delivered
+        if self._on_fanout is not None:
+            self._on_fanout(time.perf_counter() - started)
+        log.info("Broadcast message %s to %d clients", event.id, delivered)
+
+    def _offer_all(self, subs: Collection[Subscription], frame: Frame) -> int:
+        full = [sub for sub in subs if not sub.offer(frame)]
+        for sub in full:
+            self._evict(sub)
+        return len(subs) - len(full)
+
+    def _add(self, sub: Subscription) -> None:
+        self._all.add(sub)
+        for topic in sub.topics:
+            self._by_topic.setdefault(topic, set()).add(sub)
+        log.info("Added new client (%d connected)", len(self._all))
+        if self._closed:
+            sub.offer(END)
+
+    def _remove(self, sub: Subscription) -> None:
+        if sub not in self._all:
+            return
+        self._all.discard(sub)
+        for topic in sub.topics:
+            subs = self._by_topic[topic]
+            subs.discard(sub)
+            if not subs:
+                del self._by_topic[topic]
+        log.info("Removed client (%d connected)", len(self._all))
+
+    def _evict(self, sub: Subscription) -> None:
+        self.stats.evictions += 1
+        log.warning("Evicted slow client: its queue of %d frames is full", self._queue_size)
+        self._remove(sub)
+        sub.evict()

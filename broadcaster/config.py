@@ -1,0 +1,143 @@
+"""Settings: one frozen value, read from CLI flags with `BROADCASTER_*` env fallbacks.
+
+Every setting is declared once, in `OPTIONS`; the argument parser, the env var
+names and the README's configuration table all follow from that one list.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "BROADCASTER_"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOG_FORMATS = ("text", "json")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    tick_interval: float = 5.0
+    queue_size: int = 256
+    heartbeat_interval: float = 15.0
+    retry_ms: int = 2000
+    history: int = 1000
+    max_clients: int = 10_000
+    max_event_bytes: int = 64 * 1024
+    publish_token: str | None = None
+    log_level: str = "INFO"
+    log_format: str = "text"
+    shutdown_timeout: float = 1.0
+    data_dir: Path = Path("data")
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    """One setting: how it is parsed and checked, and what `--help` says."""
+
+    name: str
+    parse: Callable[[str], Any]
+    help: str
+
+
+def _bounded(kind: Callable[[str], Any], low: float, high: float) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a valid {kind.__name__}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is outside {low:g}..{high:g}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def _choice(options: Sequence[str]) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        value = text.upper() if options is LOG_LEVELS else text.lower()
+        if value not in options:
+            raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(options)}")
+        return value
+
+    parse.__name__ = "choice"
+    return parse
+
+
+def _token(text: str) -> str | None:
+    return text or None
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("host", str, "interface to bind; 0.0.0.0 exposes the server to the network"),
+    Option("port", _bounded(int, 0, 65535), "TCP port (0 picks a free one)"),
+    Option("tick_interval", _bounded(float, 0.01, 86400), "seconds between ticker messages"),
+    Option("queue_size", _bounded(int, 1, 1_000_000), "frames queued per client before eviction"),
+    Option("heartbeat_interval", _bounded(float, 0.01, 3600), "seconds between heartbeat comments"),
+    Option("retry_ms", _bounded(int, 0, 3_600_000), "reconnect delay sent to clients as retry:"),
+    Option("history", _bounded(int, 0, 10_000_000), "events kept for replay by Last-Event-ID"),
+    Option("max_clients", _bounded(int, 1, 1_000_000), "streams served at once; past it: 503"),
+    Option("max_event_bytes", _bounded(int, 1, 16 * 1024 * 1024), "largest publish body"),
+    Option("publish_token", _token, "bearer token for POST /publish; unset: loopback only"),
+    Option("log_level", _choice(LOG_LEVELS), "DEBUG, INFO, WARNING or ERROR"),
+    Option("log_format", _choice(LOG_FORMATS), "text, or json for one object per line"),
+    Option("shutdown_timeout", _bounded(float, 0, 600), "backstop seconds to wait on shutdown"),
+    Option("data_dir", Path, "directory for the SQLite database and uploads"),
+)
+
+
+def env_name(option: Option) -> str:
+    return ENV_PREFIX + option.name.upper()
+
+
+def flag(option: Option) -> str:
+    return "--" + option.name.replace("_", "-")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    defaults = Settings()
+    for option in OPTIONS:
+        default = getattr(defaults, option.name)
+        parser.add_argument(
+            flag(option),
+            dest=option.name,
+            type=option.parse,
+            default=None,
+            metavar=option.name.upper(),
+            help=f"{option.help} (env {env_name(option)}; default {default})",
+        )
+
+
+def from_namespace(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
+    """Flags win over env vars, which win over defaults."""
+    values: dict[str, Any] = {}
+    for option in OPTIONS:
+        given = getattr(args, option.name, None)
+        if given is not None:
+            values[option.name] = given
+        elif env_name(option) in environ:
+            values[option.name] = _from_env(option, environ[env_name(option)])
+    return Settings(**values)
+
+
+def _from_env(option: Option, text: str) -> Any:
+    try:
+        return option.parse(text)
+    except argparse.ArgumentTypeError as error:
+        raise SettingsError(f"{env_name(option)}: {error}") from None
+
+
+class SettingsError(ValueError):
+    """A setting's value is malformed; the message names the setting."""
+
+
+def parse_settings(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> Settings:
+    parser = argparse.ArgumentParser(prog="broadcaster")
+    add_arguments(parser)
+    return from_namespace(parser.parse_args(argv), os.environ if environ is None else environ)

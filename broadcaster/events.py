@@ -1,0 +1,58 @@
+"""Event ids, events, and the frames that carry them to subscribers.
+
+Id format: `<epoch>-<seq>`, two decimal integers. The in-memory backend uses its
+boot time in milliseconds as the epoch and counts `seq` up from 1, so ids from an
+earlier run are never reused and are recognisably foreign; Redis stream ids have
+the same shape (`<ms>-<seq>`). Ids compare as the integer pair, which orders them
+across all topics.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from broadcaster import sse
+
+_ID = re.compile(r"(\d{1,20})-(\d{1,20})")
+
+
+class EventId(NamedTuple):
+    epoch: int
+    seq: int
+
+    def __str__(self) -> str:
+        return f"{self.epoch}-{self.seq}"
+
+    @classmethod
+    def parse(cls, text: str) -> EventId:
+        """Raise `ValueError` naming the problem when `text` is not an id."""
+        match = _ID.fullmatch(text.strip())
+        if match is None:
+            raise ValueError(f"malformed event id {text[:64]!r}: expected <epoch>-<seq>")
+        return cls(int(match[1]), int(match[2]))
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """Wire bytes bound for a subscriber, with the id they carry, if any.
+
+    The same `Frame` object goes to every subscriber: it is encoded once.
+    """
+
+    data: bytes
+    id: EventId | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    topic: str
+    id: EventId
+    data: str
+    type: str | None = None
+    frame: Frame = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        wire = sse.encode(self.data, id=str(self.id), event=self.type)
+        object.__setattr__(self, "frame", Frame(wire, self.id))

@@ -1,0 +1,62 @@
+"""Prometheus metrics. Counters are read from the broker at scrape time, so the
+fan-out path pays for nothing but one histogram observation per publish."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from broadcaster.broker import Broker
+
+FANOUT_BUCKETS = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1, 0.3, 1.0)
+
+
+class Metrics:
+    """One registry per app, so that several apps in one process never collide."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.fanout_seconds = Histogram(
+            "broadcaster_fanout_seconds",
+            "Time to offer one published event to every matching subscriber",
+            buckets=FANOUT_BUCKETS,
+            registry=self.registry,
+        )
+
+    def observe_fanout(self, seconds: float) -> None:
+        self.fanout_seconds.observe(seconds)
+
+    def watch(self, broker: Broker) -> None:
+        self.registry.register(BrokerCollector(broker))
+
+
+class BrokerCollector(Collector):
+    def __init__(self, broker: Broker) -> None:
+        self._broker = broker
+
+    def collect(self) -> Iterable[Metric]:
+        broker, stats = self._broker, self._broker.stats
+        yield GaugeMetricFamily(
+            "broadcaster_clients", "Connected SSE clients", value=broker.clients
+        )
+        published = CounterMetricFamily(
+            "broadcaster_events_published", "Events published, by topic", labels=["topic"]
+        )
+        for topic, count in sorted(stats.published.items()):
+            published.add_metric([topic], count)
+        yield published
+        yield CounterMetricFamily(
+            "broadcaster_deliveries", "Frames offered to subscribers", value=stats.deliveries
+        )
+        yield CounterMetricFamily(
+            "broadcaster_evictions", "Subscribers evicted for a full queue", value=stats.evictions
+        )
+        yield CounterMetricFamily(
+            "broadcaster_replays", "Reconnects served from history", value=stats.replays
+        )
+        yield CounterMetricFamily(
+            "broadcaster_resyncs", "Reconnects told to resync", value=stats.resyncs
+        )

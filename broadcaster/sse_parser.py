@@ -1,0 +1,66 @@
+"""An incremental SSE parser for clients (the `listen` command and the tests),
+following the WHATWG "event stream interpretation" steps."""
+
+from __future__ import annotations
+
+import codecs
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+_LINE_END = re.compile(r"\r\n|\r|\n")
+
+
+@dataclass(frozen=True, slots=True)
+class ServerEvent:
+    data: str
+    event: str = "message"
+    id: str = ""
+
+
+class SSEParser:
+    """Feed it bytes as they arrive; it yields each event once it is complete."""
+
+    def __init__(self) -> None:
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._buffer = ""
+        self._data: list[str] = []
+        self._event = ""
+        self.last_id = ""
+        self.retry: int | None = None
+
+    def feed(self, chunk: bytes) -> Iterator[ServerEvent]:
+        self._buffer += self._decoder.decode(chunk)
+        while (match := _LINE_END.search(self._buffer)) is not None:
+            # A CR at the very end may be the first half of a CR LF still in flight.
+            if match.group() == "\r" and match.end() == len(self._buffer):
+                break
+            line, self._buffer = self._buffer[: match.start()], self._buffer[match.end() :]
+            event = self._line(line)
+            if event is not None:
+                yield event
+
+    def _line(self, line: str) -> ServerEvent | None:
+        if not line:
+            return self._dispatch()
+        if line.startswith(":"):
+            return None
+        name, colon, value = line.partition(":")
+        if colon and value.startswith(" "):
+            value = value[1:]
+        if name == "data":
+            self._data.append(value)
+        elif name == "event":
+            self._event = value
+        elif name == "id" and "\x00" not in value:
+            self.last_id = value
+        elif name == "retry" and value.isascii() and value.isdigit():
+            self.retry = int(value)
+        return None
+
+    def _dispatch(self) -> ServerEvent | None:
+        data, event = self._data, self._event
+        self._data, self._event = [], ""
+        if not data:
+            return None
+        return ServerEvent("\n".join(data), event or "message", self.last_id)

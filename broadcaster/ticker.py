@@ -1,0 +1,41 @@
+"""The time ticker: the Go example's publisher of "the time is ..." messages."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+
+from broadcaster.backends.base import BackendUnavailable
+from broadcaster.broker import Broker
+
+log = logging.getLogger("broadcaster.ticker")
+
+TOPIC = "time"
+EVENT_TYPE = "tick"
+
+
+def time_message(now: datetime) -> str:
+    return f"the time is {now:%Y-%m-%d %H:%M:%S} UTC"
+
+
+async def run_ticker(broker: Broker, interval: float) -> None:
+    """Publish one message per `interval`, on a fixed schedule that does not drift.
+
+    When the loop falls behind by more than an interval, missed ticks are skipped
+    rather than sent in a burst.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time()
+    while True:
+        deadline += interval
+        now = loop.time()
+        if deadline < now:
+            deadline = now
+        await asyncio.sleep(deadline - now)
+        try:
+            event = await broker.publish(TOPIC, time_message(datetime.now(UTC)), EVENT_TYPE)
+        except BackendUnavailable as error:
+            log.debug("Tick not sent: %s", error)
+            continue
+        log.info("Sent message %s", event.id)

@@ -1,0 +1,1 @@
+"""HTTP handlers. Each module serves one part of the API."""

@@ -1,0 +1,150 @@
+"""GET /events: one subscriber's SSE stream, with replay by Last-Event-ID."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable
+
+from aiohttp import web
+from multidict import MultiMapping
+
+from broadcaster import sse
+from broadcaster.broker import END, Broker, Subscription
+from broadcaster.events import EventId, Frame
+from broadcaster.ticker import TOPIC as DEFAULT_TOPIC
+from broadcaster.topics import InvalidTopic, check_topic
+from broadcaster.web.errors import ApiError
+from broadcaster.web.keys import BROKER, SETTINGS
+
+log = logging.getLogger("broadcaster.access")
+
+HEADERS = {
+    "Content-Type": "text/event-stream; charset=utf-8",
+    "Cache-Control": "no-cache",
+    # nginx buffers proxied responses unless told not to, which would hold events back.
+    "X-Accel-Buffering": "no",
+}
+MAX_TOPICS = 32
+RETRY_AFTER_SECONDS = "5"
+
+
+def topics_from_query(query: MultiMapping[str]) -> frozenset[str]:
+    names = query.getall("topic", [DEFAULT_TOPIC])
+    if len(names) > MAX_TOPICS:
+        raise ApiError(400, f"too many topics: {len(names)} given, at most {MAX_TOPICS}")
+    try:
+        return frozenset(check_topic(name) for name in names)
+    except InvalidTopic as error:
+        raise ApiError(400, str(error)) from None
+
+
+def last_event_id(request: web.Request) -> str | None:
+    """The header wins; `?lastEventId=` is for clients that cannot set headers."""
+    return request.headers.get("Last-Event-ID") or request.query.get("lastEventId") or None
+
+
+async def events(request: web.Request) -> web.StreamResponse:
+    broker, settings = request.app[BROKER], request.app[SETTINGS]
+    topics = topics_from_query(request.query)
+    if broker.clients >= settings.max_clients:
+        raise ApiError(
+            503,
+            f"server is at its limit of {settings.max_clients} clients; retry later",
+            {"Retry-After": RETRY_AFTER_SECONDS},
+        )
+    response = web.StreamResponse(headers=HEADERS)
+    # A finished stream's connection is never reused: EventSource opens a new one.
+    response.force_close()
+    started = asyncio.get_running_loop().time()
+    ending = "client disconnected"
+    with broker.subscribe(topics, on_evict=_aborter(request)) as sub:
+        try:
+            await response.prepare(request)
+            opening, after = await _opening(
+                broker, settings.retry_ms, last_event_id(request), topics
+            )
+            await response.write(opening)
+            ending = await _pump(sub, response, after)
+        except ConnectionResetError:
+            pass
+        finally:
+            elapsed = asyncio.get_running_loop().time() - started
+            ending = "evicted" if sub.evicted else ending
+            log.info(
+                '%s "%s %s" stream ended after %.3fs: %s',
+                request.remote,
+                request.method,
+                request.path_qs,
+                elapsed,
+                ending,
+            )
+    return response
+
+
+def _aborter(request: web.Request) -> Callable[[], None]:
+    transport = request.transport
+
+    def abort() -> None:
+        # The client is not reading, so a polite end of stream would never arrive.
+        if transport is not None:
+            transport.abort()
+
+    return abort
+
+
+async def _opening(
+    broker: Broker, retry_ms: int, last_id: str | None, topics: frozenset[str]
+) -> tuple[bytes, EventId | None]:
+    """The first write: retry and a comment (so `onopen` fires now), then replay.
+
+    Returns the bytes and the last replayed id, at or below which queued live
+    frames are duplicates of the replay.
+    """
+    head = sse.retry(retry_ms) + sse.comment("connected")
+    if last_id is None:
+        return head, None
+    try:
+        last = EventId.parse(last_id)
+    except ValueError as error:
+        return head + _resync(str(error), None), None
+    replay = await broker.replay(last, topics)
+    if not replay.complete:
+        reason = f"event id {last} is unknown or older than the history"
+        return head + _resync(reason, replay.head), None
+    frames = b"".join(event.frame.data for event in replay.events)
+    return head + frames, replay.head
+
+
+def _resync(reason: str, head: EventId | None) -> bytes:
+    # Carrying the newest id means the client's next reconnect starts from here.
+    data = json.dumps({"reason": reason})
+    return sse.encode(data, id=None if head is None else str(head), event="resync")
+
+
+async def _pump(sub: Subscription, response: web.StreamResponse, after: EventId | None) -> str:
+    """Drain the queue, one write per wake-up, until END."""
+    queue = sub.queue
+    while True:
+        batch = [await queue.get()]
+        while not queue.empty():
+            batch.append(queue.get_nowait())
+        if after is not None:
+            batch, after = _skip_replayed(batch, after)
+        chunks: list[bytes] = []
+        for frame in batch:
+            if frame is END:
+                if chunks:
+                    await response.write(b"".join(chunks))
+                return "server shutdown"
+            chunks.append(frame.data)
+        if chunks:
+            await response.write(b"".join(chunks))
+
+
+def _skip_replayed(batch: list[Frame], after: EventId) -> tuple[list[Frame], EventId | None]:
+    """Drop frames already sent by the replay; stop checking once past it."""
+    kept = [f for f in batch if f.id is None or f.id > after]
+    past = any(f.id is not None and f.id > after for f in kept)
+    return kept, None if past else after

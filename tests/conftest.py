@@ -1,0 +1,170 @@
+"""Shared fixtures: the real server process, and SSE reading helpers."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from broadcaster.sse_parser import ServerEvent, SSEParser
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts"
+STARTUP_TIMEOUT = 15.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class ServerProcess:
+    """`python -m broadcaster` on a free port, its log in a file."""
+
+    args: list[str]
+    log_path: Path
+    port: int = field(default_factory=free_port)
+    env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> ServerProcess:
+        command = [sys.executable, "-m", "broadcaster", "--port", str(self.port), *self.args]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        self._wait_ready()
+        return self
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited at start-up:\n{self.log()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"server did not listen within {STARTUP_TIMEOUT}s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def terminate(self, timeout: float = 10.0) -> float:
+        """SIGTERM; returns seconds until exit."""
+        assert self.proc is not None
+        started = time.monotonic()
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout)
+        return time.monotonic() - started
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+ServerFactory = Callable[..., ServerProcess]
+
+
+@pytest.fixture
+def server_process(tmp_path: Path) -> Iterator[ServerFactory]:
+    started: list[ServerProcess] = []
+
+    def start(
+        *args: str, port: int | None = None, env: dict[str, str] | None = None
+    ) -> ServerProcess:
+        server = ServerProcess(list(args), tmp_path / f"server-{len(started)}.log", env=env or {})
+        if port is not None:
+            server.port = port
+        started.append(server.start())
+        return server
+
+    yield start
+    for server in started:
+        server.kill()
+
+
+@dataclass
+class Stream:
+    """An open SSE response and its parser."""
+
+    response: aiohttp.ClientResponse
+    parser: SSEParser = field(default_factory=SSEParser)
+    pending: list[ServerEvent] = field(default_factory=list)
+
+    async def next_event(self) -> ServerEvent:
+        while not self.pending:
+            chunk = await self.response.content.readany()
+            if not chunk:
+                raise EOFError("stream ended")
+            self.pending.extend(self.parser.feed(chunk))
+        return self.pending.pop(0)
+
+    async def events(self, count: int, timeout: float = 10.0) -> list[ServerEvent]:
+        async with asyncio.timeout(timeout):
+            return [await self.next_event() for _ in range(count)]
+
+    async def until(
+        self, predicate: Callable[[ServerEvent], bool], timeout: float = 10.0
+    ) -> list[ServerEvent]:
+        """Every event up to and including the first that matches."""
+        seen: list[ServerEvent] = []
+        async with asyncio.timeout(timeout):
+            while not seen or not predicate(seen[-1]):
+                seen.append(await self.next_event())
+        return seen
+
+    async def rest(self, timeout: float = 10.0) -> list[ServerEvent]:
+        """Every event until the server ends the stream."""
+        seen: list[ServerEvent] = []
+        async with asyncio.timeout(timeout):
+            while True:
+                try:
+                    seen.append(await self.next_event())
+                except EOFError:
+                    return seen
+
+
+@asynccontextmanager
+async def open_stream(
+    session: aiohttp.ClientSession, url: str, headers: dict[str, str] | None = None
+) -> AsyncIterator[Stream]:
+    async with session.get(url, headers=headers) as response:
+        assert response.status == 200, await response.text()
+        yield Stream(response)
+
+
+async def wait_for(condition: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
+    """Poll `condition` until true; fail after `timeout` saying `what` never happened."""
+    try:
+        async with asyncio.timeout(timeout):
+            while not await condition():
+                await asyncio.sleep(0.02)
+    except TimeoutError:
+        raise AssertionError(f"timed out after {timeout}s waiting for {what}") from None
+
+
+async def health(session: aiohttp.ClientSession, base: str) -> dict[str, object]:
+    async with session.get(f"{base}/healthz") as response:
+        body: dict[str, object] = await response.json()
+        return body

@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from broadcaster.backends.memory import MemoryBackend
+from broadcaster.broker import END, Broker
+from broadcaster.events import Frame
+
+
+@pytest.fixture
+async def broker() -> Broker:
+    broker = Broker(MemoryBackend(100), queue_size=4)
+    await broker.start()
+    return broker
+
+
+def drain(queue: asyncio.Queue[Frame]) -> list[Frame]:
+    return [queue.get_nowait() for _ in range(queue.qsize())]
+
+
+async def test_every_subscriber_gets_the_same_frame_object(broker: Broker) -> None:
+    with broker.subscribe({"t"}) as a, broker.subscribe({"t"}) as b, broker.subscribe({"t"}) as c:
+        event = await broker.publish("t", "hello")
+        frames = [drain(s.queue) for s in (a, b, c)]
+    assert all(f == [event.frame] for f in frames)
+    assert frames[0][0] is frames[1][0] is frames[2][0]
+    assert broker.stats.deliveries == 3
+
+
+async def test_topics_route_and_unsubscribe_cleans_up(broker: Broker) -> None:
+    with broker.subscribe({"a"}) as a, broker.subscribe({"a", "b"}) as ab:
+        assert broker.topic_counts() == {"a": 2, "b": 1}
+        await broker.publish("b", "only-b")
+        assert (a.queue.qsize(), ab.queue.qsize()) == (0, 1)
+    assert broker.clients == 0
+    assert broker.topic_counts() == {}
+
+
+async def test_full_queue_evicts_only_that_subscriber(broker: Broker) -> None:
+    evicted: list[str] = []
+    with (
+        broker.subscribe({"t"}, on_evict=lambda: evicted.append("slow")) as slow,
+        broker.subscribe({"t"}) as fast,
+    ):
+        for i in range(6):
+            await broker.publish("t", str(i))
+            drain(fast.queue)
+        assert slow.evicted
+        assert not fast.evicted
+        assert evicted == ["slow"]
+        assert broker.clients == 1
+        assert broker.stats.evictions == 1
+
+
+async def test_close_all_ends_every_stream_and_later_ones(broker: Broker) -> None:
+    final = Frame(b"event: shutdown\ndata:\n\n")
+    with broker.subscribe({"t"}) as sub:
+        broker.close_all(final)
+        assert drain(sub.queue) == [final, END]
+        with broker.subscribe({"t"}) as late:
+            assert drain(late.queue) == [END]
+
+
+async def test_close_all_evicts_a_subscriber_with_no_room(broker: Broker) -> None:
+    with broker.subscribe({"t"}) as sub:
+        for i in range(4):
+            await broker.publish("t", str(i))
+        broker.close_all(Frame(b":\n\n"))
+        assert sub.evicted
+
+
+async def test_broadcast_reaches_every_topic(broker: Broker) -> None:
+    beat = Frame(b":\n\n")
+    with broker.subscribe({"a"}) as a, broker.subscribe({"b"}) as b:
+        broker.broadcast(beat)
+        assert drain(a.queue) == drain(b.queue) == [beat]

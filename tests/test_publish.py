@@ -1,0 +1,180 @@
+"""POST /publish: every error is a clear JSON answer, and nothing bad gets through."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from broadcaster.app import create_app
+from broadcaster.config import Settings
+from broadcaster.web.keys import BROKER
+from broadcaster.web.publish import is_loopback
+from tests.conftest import open_stream
+
+TOKEN = "correct horse battery staple"
+BASE = Settings(tick_interval=3600, heartbeat_interval=3600, max_event_bytes=1024)
+Client = TestClient[web.Request, web.Application]
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+JSON = {"Content-Type": "application/json"}
+
+
+@pytest.fixture
+async def client(aiohttp_client: Any) -> Client:
+    result: Client = await aiohttp_client(create_app(replace(BASE, publish_token=TOKEN)))
+    return result
+
+
+async def post(client: Client, body: bytes | str, headers: dict[str, str]) -> tuple[int, Any]:
+    async with client.post("/publish", data=body, headers=headers) as response:
+        return response.status, await response.json()
+
+
+async def test_published_event_reaches_subscribers_with_its_id(client: Client) -> None:
+    async with open_stream(client.session, str(client.make_url("/events?topic=orders"))) as stream:
+        body = json.dumps({"topic": "orders", "event": "created", "data": "line 1\nline 2 ✓"})
+        status, answer = await post(client, body, AUTH | JSON)
+        assert status == 200
+        (event,) = await stream.events(1)
+    assert (event.id, event.event, event.data) == (answer["id"], "created", "line 1\nline 2 ✓")
+
+
+@pytest.mark.parametrize(
+    ("data", "sent"),
+    [({"a": 1}, '{"a": 1}'), ([1, "x"], '[1, "x"]'), (3.5, "3.5"), (None, "null"), ("", "")],
+)
+async def test_non_string_json_data_is_sent_as_json_text(
+    client: Client, data: Any, sent: str
+) -> None:
+    async with open_stream(client.session, str(client.make_url("/events?topic=t"))) as stream:
+        status, _ = await post(client, json.dumps({"topic": "t", "data": data}), AUTH | JSON)
+        assert status == 200
+        assert (await stream.events(1))[0].data == sent
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        ("topic=t&data=hello+world&event=x", "application/x-www-form-urlencoded"),
+        (
+            '{"topic": "t", "data": "hello world", "event": "x"}',
+            "application/x-www-form-urlencoded",
+        ),
+    ],
+    ids=["form", "curl -d with JSON"],
+)
+async def test_form_bodies(client: Client, body: str, content_type: str) -> None:
+    async with open_stream(client.session, str(client.make_url("/events?topic=t"))) as stream:
+        status, _ = await post(client, body, AUTH | {"Content-Type": content_type})
+        assert status == 200
+        (event,) = await stream.events(1)
+    assert (event.event, event.data) == ("x", "hello world")
+
+
+LONG = "x" * 2000
+BAD = [
+    # (status, body, headers, words in the error)
+    (401, '{"topic":"t","data":"x"}', JSON, "missing credentials"),
+    (401, '{"topic":"t","data":"x"}', JSON | {"Authorization": f"Basic {TOKEN}"}, "Bearer"),
+    (
+        403,
+        '{"topic":"t","data":"x"}',
+        JSON | {"Authorization": "Bearer nope"},
+        "wrong publish token",
+    ),
+    (415, "hello", AUTH | {"Content-Type": "text/plain"}, "Content-Type must be"),
+    (413, json.dumps({"topic": "t", "data": LONG}), AUTH | JSON, "exceeds the limit of 1024"),
+    (400, "{not json", AUTH | JSON, "not valid JSON"),
+    (400, "[1, 2]", AUTH | JSON, "must be a JSON object"),
+    (400, b'{"topic":"t","data":"\xff"}', AUTH | JSON, "not UTF-8"),
+    (400, '{"data":"x"}', AUTH | JSON, "'topic' is required"),
+    (400, '{"topic":"t"}', AUTH | JSON, "'data' is required"),
+    (400, '{"topic":"a b","data":"x"}', AUTH | JSON, "invalid topic"),
+    (400, json.dumps({"topic": "t" * 65, "data": "x"}), AUTH | JSON, "1 to 64 characters"),
+    (400, '{"topic":"t","data":"x","event":"a\\nb"}', AUTH | JSON, "must not contain CR, LF"),
+    (400, '{"topic":"t","data":"x","event":"a\\rb"}', AUTH | JSON, "must not contain CR, LF"),
+    (400, '{"topic":"t","data":"x","event":"shutdown"}', AUTH | JSON, "reserved"),
+    (400, '{"topic":"t","data":"x","event":""}', AUTH | JSON, "1 to 64 characters"),
+    (400, '{"topic":"t","data":"\\ud800"}', AUTH | JSON, "lone surrogate"),
+    (400, '{"topic":"t","data":"x","colour":"red"}', AUTH | JSON, "unknown field(s): colour"),
+    (
+        400,
+        "topic=t&topic=u&data=x",
+        AUTH | {"Content-Type": "application/x-www-form-urlencoded"},
+        "more than once",
+    ),
+]
+
+
+@pytest.mark.parametrize(("status", "body", "headers", "words"), BAD)
+async def test_bad_requests_get_a_clear_json_error_and_publish_nothing(
+    client: Client, status: int, body: str | bytes, headers: dict[str, str], words: str
+) -> None:
+    got, answer = await post(client, body, headers)
+    assert (got, answer["status"]) == (status, status)
+    assert words in answer["error"]
+    assert sum(client.app[BROKER].stats.published.values()) == 0
+    # ... and the server keeps serving afterwards.
+    ok, _ = await post(client, '{"topic":"t","data":"fine"}', AUTH | JSON)
+    assert ok == 200
+
+
+async def test_chunked_body_over_the_limit_is_413(client: Client) -> None:
+    async def chunks() -> Any:
+        for _ in range(10):
+            yield b"x" * 200
+
+    async with client.post("/publish", data=chunks(), headers=AUTH | JSON) as response:
+        assert response.status == 413
+
+
+async def test_unknown_route_and_method_are_json(client: Client) -> None:
+    async with client.get("/nope") as response:
+        assert response.status == 404
+        assert (await response.json())["status"] == 404
+    async with client.get("/publish") as response:
+        assert response.status == 405
+        assert response.headers["Allow"] == "POST"
+
+
+async def test_without_a_token_loopback_may_publish(aiohttp_client: Any) -> None:
+    client = await aiohttp_client(create_app(BASE))
+    status, answer = await post(client, '{"topic":"t","data":"x"}', JSON)
+    assert status == 200, answer
+
+
+@pytest.mark.parametrize(
+    ("remote", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("127.9.9.9", True),
+        ("::1", True),
+        ("10.0.0.1", False),
+        ("192.168.1.2", False),
+        ("::ffff:8.8.8.8", False),
+        ("::ffff:127.0.0.1", True),
+        (None, False),
+        ("unix", False),
+    ],
+)
+def test_loopback_rule(remote: str | None, loopback: bool) -> None:
+    assert is_loopback(remote) is loopback
+
+
+async def test_without_a_token_a_remote_client_is_refused(aiohttp_client: Any) -> None:
+    app = create_app(BASE)
+
+    @web.middleware
+    async def pretend_remote(request: web.Request, handler: Any) -> web.StreamResponse:
+        response: web.StreamResponse = await handler(request.clone(remote="203.0.113.9"))
+        return response
+
+    app.middlewares.insert(0, pretend_remote)
+    client = await aiohttp_client(app)
+    status, answer = await post(client, '{"topic":"t","data":"x"}', JSON)
+    assert status == 403
+    assert "only loopback clients may publish" in answer["error"]
