@@ -30,6 +30,12 @@ MAX_TOPICS = 32
 RETRY_AFTER_SECONDS = "5"
 
 
+class EventStreamResponse(web.StreamResponse):
+    # aiohttp's own web.Response sets this False to send its headers with the body;
+    # here it puts the headers and the opening frame into one segment.
+    _send_headers_immediately = False
+
+
 def topics_from_query(query: MultiMapping[str]) -> frozenset[str]:
     names = query.getall("topic", [DEFAULT_TOPIC])
     if len(names) > MAX_TOPICS:
@@ -54,7 +60,7 @@ async def events(request: web.Request) -> web.StreamResponse:
             f"server is at its limit of {settings.max_clients} clients; retry later",
             {"Retry-After": RETRY_AFTER_SECONDS},
         )
-    response = web.StreamResponse(headers=HEADERS)
+    response = EventStreamResponse(headers=HEADERS)
     # A finished stream's connection is never reused: EventSource opens a new one.
     response.force_close()
     started = asyncio.get_running_loop().time()

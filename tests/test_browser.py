@@ -1,0 +1,130 @@
+"""Real Chromium (Debian's), driven by Playwright, against the real server process."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
+
+from tests.conftest import ARTIFACTS, ServerFactory, ServerProcess, health
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+TABS = 10
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    if shutil.which(CHROMIUM) is None:
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (.ci/run does)")
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        await browser.close()
+
+
+@pytest.fixture
+async def context(browser: Browser) -> AsyncIterator[BrowserContext]:
+    context = await browser.new_context()
+    yield context
+    await context.close()
+
+
+@pytest.fixture
+def server(server_process: ServerFactory) -> ServerProcess:
+    return server_process("--tick-interval", "3600", "--heartbeat-interval", "3600")
+
+
+async def open_tabs(context: BrowserContext, url: str, count: int) -> list[Page]:
+    pages = []
+    for _ in range(count):
+        page = await context.new_page()
+        await page.goto(url)
+        await expect(page.locator("#state")).to_have_text("live", timeout=10_000)
+        pages.append(page)
+    return pages
+
+
+async def publish(session: aiohttp.ClientSession, base: str, data: str, topic: str = "time") -> str:
+    async with session.post(f"{base}/publish", json={"topic": topic, "data": data}) as response:
+        assert response.status == 200, await response.text()
+        event_id: str = (await response.json())["id"]
+        return event_id
+
+
+async def shown_ids(page: Page) -> list[str]:
+    ids: list[str] = await page.locator("#events li").evaluate_all(
+        "rows => rows.map(r => r.dataset.id)"
+    )
+    return ids
+
+
+async def test_ten_tabs_share_one_connection_and_see_the_same_ids(
+    context: BrowserContext, server: ServerProcess
+) -> None:
+    pages = await open_tabs(context, server.url, TABS)
+    async with aiohttp.ClientSession() as session:
+        assert (await health(session, server.url))["clients"] == 1
+        sent = [await publish(session, server.url, f"hello {i}") for i in range(3)]
+    for page in pages:
+        await expect(page.locator("#events li")).to_have_count(3)
+        assert await shown_ids(page) == sent[::-1]  # newest first
+    await expect(pages[0].locator("#events li").first).to_contain_text("hello 2")
+    ARTIFACTS.mkdir(exist_ok=True)
+    await pages[-1].screenshot(path=ARTIFACTS / "ten-tabs.png", full_page=True)
+
+
+async def test_publishing_from_the_page_form_reaches_every_tab(
+    context: BrowserContext, server: ServerProcess
+) -> None:
+    pages = await open_tabs(context, server.url, 3)
+    form = pages[0].locator("#publish-form")
+    await form.locator("input[name=data]").fill("from the form")
+    await form.locator("button").click()
+    await expect(pages[0].locator("#publish-result")).to_contain_text("published as")
+    for page in pages:
+        await expect(page.locator("#events li .data")).to_have_text(["from the form"])
+
+
+async def test_html_in_a_payload_is_shown_as_text_and_never_runs(
+    context: BrowserContext, server: ServerProcess
+) -> None:
+    (page,) = await open_tabs(context, server.url, 1)
+    dialogs: list[str] = []
+    page.on("dialog", lambda dialog: dialogs.append(dialog.message))
+    payload = "<img src=x onerror=alert(1)><script>alert(2)</script>"
+    async with aiohttp.ClientSession() as session:
+        await publish(session, server.url, payload)
+    await expect(page.locator("#events li .data")).to_have_text([payload])
+    assert await page.locator("#events img, #events script").count() == 0
+    assert dialogs == []
+
+
+async def test_without_shared_worker_the_page_falls_back_to_its_own_event_source(
+    browser: Browser, server: ServerProcess
+) -> None:
+    context = await browser.new_context()
+    await context.add_init_script("delete window.SharedWorker")
+    try:
+        pages = await open_tabs(context, server.url, 2)
+        async with aiohttp.ClientSession() as session:
+            assert (await health(session, server.url))["clients"] == 2
+            sent = await publish(session, server.url, "direct")
+        for page in pages:
+            await expect(page.locator("#events li")).to_have_count(1)
+            assert await shown_ids(page) == [sent]
+    finally:
+        await context.close()
