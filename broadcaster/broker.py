@@ -131,10 +131,12 @@ class Broker:
         log.info("Broadcast message %s to %d clients", event.id, delivered)
 
     def _offer_all(self, subs: Collection[Subscription], frame: Frame) -> int:
+        offered = len(subs)
         full = [sub for sub in subs if not sub.offer(frame)]
+        # Evicting shrinks `subs` itself, so count before.
         for sub in full:
             self._evict(sub)
-        return len(subs) - len(full)
+        return offered - len(full)
 
     def _add(self, sub: Subscription) -> None:
         self._all.add(sub)

@@ -37,7 +37,8 @@ function showEvent(msg) {
   row.dataset.type = msg.type;
   const label = document.createElement("span");
   label.className = "label";
-  label.textContent = msg.type === "resync" ? "resync" : "Message " + (msg.id || "");
+  const isMessage = msg.type === "message" || msg.type === "tick";
+  label.textContent = isMessage ? "Message " + msg.id : [msg.type, msg.id].filter(Boolean).join(" ");
   const body = document.createElement("span");
   body.className = "data";
   body.textContent = msg.data;

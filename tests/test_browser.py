@@ -128,3 +128,22 @@ async def test_without_shared_worker_the_page_falls_back_to_its_own_event_source
             assert await shown_ids(page) == [sent]
     finally:
         await context.close()
+
+
+async def test_the_page_shows_resync_after_a_server_restart(
+    context: BrowserContext, server_process: ServerFactory
+) -> None:
+    quiet = ("--tick-interval", "3600", "--heartbeat-interval", "3600", "--retry-ms", "200")
+    server = server_process(*quiet)
+    (page,) = await open_tabs(context, server.url, 1)
+    async with aiohttp.ClientSession() as session:
+        await publish(session, server.url, "before")
+    await expect(page.locator("#events li")).to_have_count(1)
+    server.terminate()
+    await expect(page.locator("#events li.event-shutdown")).to_have_count(1)
+    restarted = server_process(*quiet, port=server.port)
+    await expect(page.locator("#events li.event-resync")).to_have_count(1, timeout=10_000)
+    await expect(page.locator("#state")).to_have_text("live")
+    async with aiohttp.ClientSession() as session:
+        await publish(session, restarted.url, "after")
+    await expect(page.locator("#events li .data").first).to_have_text("after")

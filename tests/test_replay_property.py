@@ -1,0 +1,86 @@
+"""Replay as a property: however publishing interleaves with drops and reconnects,
+the client ends with exactly the published sequence of its topics."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from aiohttp.test_utils import TestClient, TestServer
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from broadcaster.app import create_app
+from broadcaster.config import Settings
+from broadcaster.web.keys import BROKER
+from tests.conftest import Stream
+
+MINE = ("a", "b")
+TOPICS = ("a", "b", "other")
+
+Op = tuple[str, str | int]
+OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("publish"), st.sampled_from(TOPICS)),
+        st.tuples(st.just("read"), st.integers(0, 4)),
+        st.tuples(st.just("reconnect"), st.just(0)),
+        st.tuples(st.just("reconnect-while-publishing"), st.sampled_from(TOPICS)),
+    ),
+    max_size=30,
+)
+
+
+@dataclass
+class Client:
+    http: TestClient  # type: ignore[type-arg]
+    stream: Stream | None = None
+    published: list[str] = field(default_factory=list)
+    received: list[str] = field(default_factory=list)
+
+    async def connect(self) -> None:
+        if self.stream is not None:
+            self.stream.response.close()
+        query = "&".join(f"topic={t}" for t in MINE)
+        headers = {"Last-Event-ID": self.received[-1]} if self.received else {}
+        self.stream = Stream(await self.http.get(f"/events?{query}", headers=headers))
+
+    async def publish(self, topic: str) -> None:
+        event = await self.http.app[BROKER].publish(topic, f"on {topic}")
+        if topic in MINE:
+            self.published.append(str(event.id))
+
+    async def read(self, count: int) -> None:
+        assert self.stream is not None
+        count = min(count, len(self.published) - len(self.received))
+        events = await self.stream.events(count, timeout=5)
+        assert all(e.event == "message" for e in events), events
+        self.received += [e.id for e in events]
+
+
+async def run(ops: list[Op]) -> Client:
+    app = create_app(Settings(tick_interval=3600, heartbeat_interval=3600, history=1000))
+    async with TestClient(TestServer(app)) as http:
+        client = Client(http)
+        await client.connect()
+        await client.publish("a")  # so the client always has an id to resume from
+        await client.read(1)
+        for op, arg in ops:
+            if op == "publish":
+                await client.publish(str(arg))
+            elif op == "read":
+                await client.read(int(arg))
+            elif op == "reconnect":
+                await client.connect()
+            else:
+                await asyncio.gather(client.connect(), client.publish(str(arg)))
+        await client.read(len(client.published))
+        assert client.stream is not None
+        client.stream.response.close()
+        return client
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ops=OPS)
+def test_no_gap_no_duplicate_in_order(ops: list[Op]) -> None:
+    client = asyncio.run(run(ops))
+    assert client.received == client.published
