@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import zipfile
@@ -25,7 +26,7 @@ def build_wheel(out: Path) -> Path:
 
 
 async def test_installed_wheel_serves_the_page(tmp_path: Path) -> None:
-    wheel = build_wheel(tmp_path / "dist")
+    wheel = await asyncio.to_thread(build_wheel, tmp_path / "dist")
     with zipfile.ZipFile(wheel) as archive:
         shipped = {Path(n).name for n in archive.namelist() if n.startswith("broadcaster/static/")}
     assert shipped >= STATIC
@@ -43,7 +44,8 @@ async def test_installed_wheel_serves_the_page(tmp_path: Path) -> None:
                     assert response.status == 200, path
     finally:
         server.kill()
-    probe = subprocess.run(
+    probe = await asyncio.to_thread(
+        subprocess.run,
         [sys.executable, "-c", "import broadcaster.web.pages as p; print(p.static_dir())"],
         env=env, cwd=tmp_path, capture_output=True, text=True, check=True,
     )  # fmt: skip

@@ -24,10 +24,12 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 async def test_healthz_reports_clients_topics_and_backend(aiohttp_client: Any) -> None:
     client = await aiohttp_client(create_app(QUIET))
-    async with open_stream(client.session, str(client.make_url("/events?topic=a&topic=b"))):
-        async with client.get("/healthz") as response:
-            assert response.status == 200
-            body = await response.json()
+    async with (
+        open_stream(client.session, str(client.make_url("/events?topic=a&topic=b"))),
+        client.get("/healthz") as response,
+    ):
+        assert response.status == 200
+        body = await response.json()
     assert body == {
         "status": "ok",
         "clients": 1,
