@@ -22,7 +22,7 @@ from broadcaster.web import pages, publish, status, stream
 from broadcaster.web.errors import json_errors
 from broadcaster.web.keys import BROKER, METRICS, SETTINGS
 
-SHUTDOWN = Frame(sse.encode(json.dumps({"reason": "server shutting down"}), event="shutdown"))
+SHUTDOWN = Frame.of(sse.encode(json.dumps({"reason": "server shutting down"}), event="shutdown"))
 
 
 def create_app(settings: Settings, backend: Backend | None = None) -> web.Application:

@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from broadcaster.backends.base import Backend, Replay
 from broadcaster.events import Event, EventId, Frame
@@ -22,30 +23,70 @@ from broadcaster.events import Event, EventId, Frame
 log = logging.getLogger("broadcaster.broker")
 
 END = Frame(b"")
-"""Queued after a subscription's last frame: the stream handler returns on it."""
+"""Queued after a subscription's last frame: the stream handler returns on it.
+It is only ever compared by identity, never written."""
+
+HIGH_WATER = 64 * 1024
+"""Bytes a socket may have waiting in user space before frames queue instead."""
+
+
+class Sink(Protocol):
+    """The part of `asyncio.WriteTransport` the fast path uses."""
+
+    def write(self, data: bytes) -> None: ...
+    def get_write_buffer_size(self) -> int: ...
+    def is_closing(self) -> bool: ...
 
 
 class Subscription:
-    """One connected client: the topics it follows and its backlog of frames."""
+    """One connected client: the topics it follows and its backlog of frames.
 
-    __slots__ = ("_on_evict", "evicted", "queue", "topics")
+    Two delivery paths, one order. While the client is caught up (its queue is
+    empty) and its socket is keeping up, `offer` writes the pre-framed chunk
+    straight to the socket: no task wakes, nothing is copied. Otherwise the
+    frame joins the queue, which the stream handler drains. A frame only goes
+    direct when the queue is empty, and the handler writes whatever it takes
+    from the queue before it next yields, so nothing overtakes anything.
+    """
+
+    __slots__ = ("_on_evict", "_sink", "evicted", "queue", "topics")
 
     def __init__(self, topics: frozenset[str], queue_size: int, on_evict: Callable[[], None]):
         self.topics = topics
         self.queue: asyncio.Queue[Frame] = asyncio.Queue(queue_size)
         self.evicted = False
         self._on_evict = on_evict
+        self._sink: Sink | None = None
+
+    def write_directly_to(self, sink: Sink | None) -> None:
+        """Turn the fast path on (to `sink`) once the stream is caught up, or off."""
+        self._sink = sink
 
     def offer(self, frame: Frame) -> bool:
-        """Queue `frame` without waiting; False when the backlog is full."""
+        """Deliver or queue `frame` without waiting; False when the backlog is full."""
+        sink = self._sink
+        if sink is not None and self.queue.empty() and sink.get_write_buffer_size() < HIGH_WATER:
+            # A closing socket drops the frame: its handler is being cancelled.
+            if not sink.is_closing():
+                sink.write(frame.chunk)
+            return True
         try:
             self.queue.put_nowait(frame)
         except asyncio.QueueFull:
             return False
         return True
 
+    def end(self) -> bool:
+        """Queue END; False when the backlog is full."""
+        try:
+            self.queue.put_nowait(END)
+        except asyncio.QueueFull:
+            return False
+        return True
+
     def evict(self) -> None:
         self.evicted = True
+        self._sink = None
         self._on_evict()
 
 
@@ -117,7 +158,7 @@ class Broker:
         """End every stream: `final`, then END. Later subscribers end at once."""
         self._closed = True
         for sub in list(self._all):
-            if not (sub.offer(final) and sub.offer(END)):
+            if not (sub.offer(final) and sub.end()):
                 self._evict(sub)
 
     def _fan_out(self, event: Event) -> None:
@@ -144,7 +185,7 @@ class Broker:
             self._by_topic.setdefault(topic, set()).add(sub)
         log.info("Added new client (%d connected)", len(self._all))
         if self._closed:
-            sub.offer(END)
+            sub.end()
 
     def _remove(self, sub: Subscription) -> None:
         if sub not in self._all:

@@ -36,13 +36,23 @@ class EventId(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class Frame:
-    """Wire bytes bound for a subscriber, with the id they carry, if any.
+    """Wire bytes bound for subscribers, with the id they carry, if any.
 
-    The same `Frame` object goes to every subscriber: it is encoded once.
+    The bytes are stored once, already framed as one HTTP/1.1 chunk, so the
+    fan-out can hand the very same object to every subscriber's socket.
     """
 
-    data: bytes
+    chunk: bytes
     id: EventId | None = None
+
+    @classmethod
+    def of(cls, data: bytes, id: EventId | None = None) -> Frame:
+        return cls(b"%x\r\n%b\r\n" % (len(data), data), id)
+
+    @property
+    def data(self) -> memoryview:
+        """The SSE bytes without the chunk framing, as a view: nothing is copied."""
+        return memoryview(self.chunk)[self.chunk.index(b"\n") + 1 : -2]
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,4 +65,4 @@ class Event:
 
     def __post_init__(self) -> None:
         wire = sse.encode(self.data, id=str(self.id), event=self.type)
-        object.__setattr__(self, "frame", Frame(wire, self.id))
+        object.__setattr__(self, "frame", Frame.of(wire, self.id))

@@ -8,7 +8,7 @@ from broadcaster import sse
 from broadcaster.broker import Broker
 from broadcaster.events import Frame
 
-HEARTBEAT = Frame(sse.comment("heartbeat"))
+HEARTBEAT = Frame.of(sse.comment("heartbeat"))
 
 
 async def run_heartbeat(broker: Broker, interval: float) -> None:

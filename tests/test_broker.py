@@ -55,7 +55,7 @@ async def test_full_queue_evicts_only_that_subscriber(broker: Broker) -> None:
 
 
 async def test_close_all_ends_every_stream_and_later_ones(broker: Broker) -> None:
-    final = Frame(b"event: shutdown\ndata:\n\n")
+    final = Frame.of(b"event: shutdown\ndata:\n\n")
     with broker.subscribe({"t"}) as sub:
         broker.close_all(final)
         assert drain(sub.queue) == [final, END]
@@ -67,12 +67,12 @@ async def test_close_all_evicts_a_subscriber_with_no_room(broker: Broker) -> Non
     with broker.subscribe({"t"}) as sub:
         for i in range(4):
             await broker.publish("t", str(i))
-        broker.close_all(Frame(b":\n\n"))
+        broker.close_all(Frame.of(b":\n\n"))
         assert sub.evicted
 
 
 async def test_broadcast_reaches_every_topic(broker: Broker) -> None:
-    beat = Frame(b":\n\n")
+    beat = Frame.of(b":\n\n")
     with broker.subscribe({"a"}) as a, broker.subscribe({"b"}) as b:
         broker.broadcast(beat)
         assert drain(a.queue) == drain(b.queue) == [beat]

@@ -7,11 +7,11 @@ import json
 import logging
 from collections.abc import Callable
 
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 from multidict import MultiMapping
 
 from broadcaster import sse
-from broadcaster.broker import END, Broker, Subscription
+from broadcaster.broker import END, Broker, Sink, Subscription
 from broadcaster.events import EventId, Frame
 from broadcaster.ticker import TOPIC as DEFAULT_TOPIC
 from broadcaster.topics import InvalidTopic, check_topic
@@ -63,6 +63,8 @@ async def events(request: web.Request) -> web.StreamResponse:
     response = EventStreamResponse(headers=HEADERS)
     # A finished stream's connection is never reused: EventSource opens a new one.
     response.force_close()
+    if request.version >= HttpVersion11:
+        response.enable_chunked_encoding()
     started = asyncio.get_running_loop().time()
     ending = "client disconnected"
     with broker.subscribe(topics, on_evict=_aborter(request)) as sub:
@@ -72,7 +74,7 @@ async def events(request: web.Request) -> web.StreamResponse:
                 broker, settings.retry_ms, last_event_id(request), topics
             )
             await response.write(opening)
-            ending = await _pump(sub, response, after)
+            ending = await _pump(sub, response, after, _fast_path_sink(request, response))
         except ConnectionResetError:
             pass
         finally:
@@ -129,16 +131,33 @@ def _resync(reason: str, head: EventId | None) -> bytes:
     return sse.encode(data, id=None if head is None else str(head), event="resync")
 
 
-async def _pump(sub: Subscription, response: web.StreamResponse, after: EventId | None) -> str:
-    """Drain the queue, one write per wake-up, until END."""
+def _fast_path_sink(request: web.Request, response: web.StreamResponse) -> Sink | None:
+    """The socket, when the broker may write pre-framed HTTP chunks to it."""
+    if not response.chunked or response.compression:
+        return None
+    return request.transport
+
+
+async def _pump(
+    sub: Subscription, response: web.StreamResponse, after: EventId | None, sink: Sink | None
+) -> str:
+    """Drain the queue, one write per wake-up, until END.
+
+    Each batch taken from the queue is written before the next await, which is
+    what lets the broker write straight to the socket whenever the queue is empty.
+    """
     queue = sub.queue
     while True:
+        if after is None and sink is not None:
+            # Caught up with the replay: from here on, live frames may go direct.
+            sub.write_directly_to(sink)
+            sink = None
         batch = [await queue.get()]
         while not queue.empty():
             batch.append(queue.get_nowait())
         if after is not None:
             batch, after = _skip_replayed(batch, after)
-        chunks: list[bytes] = []
+        chunks: list[memoryview] = []
         for frame in batch:
             if frame is END:
                 if chunks:

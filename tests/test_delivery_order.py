@@ -1,0 +1,112 @@
+"""The fast path (straight to the socket) and the queued path (the handler drains)
+never reorder a subscriber's frames, however the switches between them fall.
+
+The real `Subscription` and the real handler loop run against a socket stand-in
+that records bytes and whose write buffer the test fills and empties at will.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from broadcaster.broker import END, HIGH_WATER, Subscription
+from broadcaster.events import Event, EventId
+from broadcaster.web.stream import _pump
+
+_CHUNK = re.compile(rb"([0-9a-f]+)\r\n")
+
+
+class RecordingSocket:
+    """Bytes in arrival order; `full` stands for a client that stopped reading."""
+
+    def __init__(self) -> None:
+        self.wire = bytearray()
+        self.direct_writes = 0
+        self.full = False
+        self.drained = asyncio.Event()
+
+    # The fast path's view: a transport carrying pre-framed HTTP chunks.
+    def write(self, data: bytes) -> None:
+        match = _CHUNK.match(data)
+        assert match is not None
+        self.wire += data[match.end() : match.end() + int(match[1], 16)]
+        self.direct_writes += 1
+
+    def get_write_buffer_size(self) -> int:
+        return HIGH_WATER if self.full else 0
+
+    def is_closing(self) -> bool:
+        return False
+
+    def set_full(self, full: bool) -> None:
+        self.full = full
+        if full:
+            self.drained.clear()
+        else:
+            self.drained.set()
+
+
+class RecordingResponse:
+    """The handler's view: `response.write`, which waits while the socket is full."""
+
+    def __init__(self, socket: RecordingSocket) -> None:
+        self.socket = socket
+
+    async def write(self, data: bytes) -> None:
+        self.socket.wire += data
+        if self.socket.full:
+            await self.socket.drained.wait()
+
+
+Step = tuple[str, int]
+STEPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("publish"), st.integers(1, 5)),
+        st.tuples(st.just("full"), st.integers(0, 1)),
+        st.tuples(st.just("run"), st.integers(1, 4)),
+    ),
+    max_size=40,
+)
+
+
+async def run(steps: list[Step]) -> tuple[bytes, bytes, int]:
+    socket = RecordingSocket()
+    sub = Subscription(frozenset({"t"}), 10_000, on_evict=lambda: None)
+    pump = asyncio.create_task(_pump(sub, RecordingResponse(socket), None, socket))  # type: ignore[arg-type]
+    expected = bytearray()
+    seq = 0
+    for kind, arg in steps:
+        if kind == "publish":
+            for _ in range(arg):
+                seq += 1
+                event = Event("t", EventId(1, seq), f"message {seq}")
+                expected += event.frame.data
+                assert sub.offer(event.frame)
+        elif kind == "full":
+            socket.set_full(bool(arg))
+        else:
+            for _ in range(arg):
+                await asyncio.sleep(0)
+    socket.set_full(False)
+    sub.queue.put_nowait(END)
+    assert await asyncio.wait_for(pump, 5) == "server shutdown"
+    return bytes(socket.wire), bytes(expected), socket.direct_writes
+
+
+@settings(max_examples=300, deadline=None)
+@given(steps=STEPS)
+def test_frames_arrive_in_publish_order(steps: list[Step]) -> None:
+    wire, expected, _ = asyncio.run(run(steps))
+    assert wire == expected
+
+
+def test_both_paths_are_taken() -> None:
+    steps = [("run", 1), ("publish", 2), ("full", 1), ("publish", 3), ("run", 2), ("full", 0)]
+    steps += [("run", 3), ("publish", 2)]
+    wire, expected, direct = asyncio.run(run(steps))
+    assert wire == expected
+    assert 0 < direct < 7
