@@ -44,10 +44,18 @@ class Frame:
 
     chunk: bytes
     id: EventId | None = None
+    parts: tuple[Frame, ...] = ()
+    """For a frame joined from several events: those events' frames."""
 
     @classmethod
     def of(cls, data: bytes, id: EventId | None = None) -> Frame:
         return cls(b"%x\r\n%b\r\n" % (len(data), data), id)
+
+    @classmethod
+    def joined(cls, frames: list[Frame]) -> Frame:
+        """Several frames as one chunk, carrying the last one's id."""
+        data = b"".join(frame.data for frame in frames)
+        return cls(b"%x\r\n%b\r\n" % (len(data), data), frames[-1].id, tuple(frames))
 
     @property
     def data(self) -> memoryview:

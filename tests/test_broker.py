@@ -46,6 +46,7 @@ async def test_full_queue_evicts_only_that_subscriber(broker: Broker) -> None:
     ):
         for i in range(6):
             await broker.publish("t", str(i))
+            broker.flush()
             drain(fast.queue)
         assert slow.evicted
         assert not fast.evicted
@@ -67,6 +68,7 @@ async def test_close_all_evicts_a_subscriber_with_no_room(broker: Broker) -> Non
     with broker.subscribe({"t"}) as sub:
         for i in range(4):
             await broker.publish("t", str(i))
+            broker.flush()
         broker.close_all(Frame.of(b":\n\n"))
         assert sub.evicted
 
@@ -76,3 +78,26 @@ async def test_broadcast_reaches_every_topic(broker: Broker) -> None:
     with broker.subscribe({"a"}) as a, broker.subscribe({"b"}) as b:
         broker.broadcast(beat)
         assert drain(a.queue) == drain(b.queue) == [beat]
+
+
+async def test_events_of_one_iteration_go_out_together_in_order(broker: Broker) -> None:
+    with broker.subscribe({"a"}) as a, broker.subscribe({"a", "b"}) as ab:
+        events = [await broker.publish(topic, topic) for topic in ("a", "a", "a", "b", "a")]
+        first = drain(ab.queue)
+        assert first == [events[0].frame]  # the first goes out at once
+        await asyncio.sleep(0)  # the rest at the end of this loop iteration
+        joined = drain(ab.queue)
+        assert [f.parts for f in joined] == [(events[1].frame, events[2].frame), (), ()]
+        assert [f.id for f in joined] == [events[2].id, events[3].id, events[4].id]
+        assert bytes(joined[0].data) == bytes(events[1].frame.data) + bytes(events[2].frame.data)
+        assert [f.id for f in drain(a.queue)] == [events[0].id, events[2].id, events[4].id]
+    assert broker.stats.deliveries == 4 * 2 + 1
+    assert broker.stats.published == {"a": 4, "b": 1}
+
+
+async def test_close_all_sends_held_events_before_the_final_frame(broker: Broker) -> None:
+    final = Frame.of(b"event: shutdown\ndata:\n\n")
+    with broker.subscribe({"t"}) as sub:
+        one, two = await broker.publish("t", "1"), await broker.publish("t", "2")
+        broker.close_all(final)
+        assert drain(sub.queue) == [one.frame, two.frame, final, END]

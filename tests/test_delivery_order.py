@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from broadcaster.broker import END, HIGH_WATER, Subscription
-from broadcaster.events import Event, EventId
+from broadcaster.events import Event, EventId, Frame
 from broadcaster.web.stream import _pump
 
 _CHUNK = re.compile(rb"([0-9a-f]+)\r\n")
@@ -66,6 +66,7 @@ Step = tuple[str, int]
 STEPS = st.lists(
     st.one_of(
         st.tuples(st.just("publish"), st.integers(1, 5)),
+        st.tuples(st.just("publish-joined"), st.integers(2, 5)),
         st.tuples(st.just("full"), st.integers(0, 1)),
         st.tuples(st.just("run"), st.integers(1, 4)),
     ),
@@ -80,12 +81,15 @@ async def run(steps: list[Step]) -> tuple[bytes, bytes, int]:
     expected = bytearray()
     seq = 0
     for kind, arg in steps:
-        if kind == "publish":
+        if kind.startswith("publish"):
+            frames = []
             for _ in range(arg):
                 seq += 1
-                event = Event("t", EventId(1, seq), f"message {seq}")
-                expected += event.frame.data
-                assert sub.offer(event.frame)
+                frames.append(Event("t", EventId(1, seq), f"message {seq}").frame)
+                expected += frames[-1].data
+            # Events published in one loop iteration reach the subscriber joined.
+            for frame in [Frame.joined(frames)] if kind == "publish-joined" else frames:
+                assert sub.offer(frame)
         elif kind == "full":
             socket.set_full(bool(arg))
         else:

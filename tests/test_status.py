@@ -54,6 +54,7 @@ async def test_metrics_count_what_happened(aiohttp_client: Any) -> None:
         with broker.subscribe({"slow"}):
             for i in range(5):
                 await broker.publish("slow", str(i))
+                broker.flush()  # one event per loop iteration, none joined
         async with client.get("/metrics") as response:
             assert response.headers["Content-Type"].startswith("text/plain; version=")
             metrics = samples(await response.text())

@@ -170,6 +170,7 @@ async def _pump(
 
 def _skip_replayed(batch: list[Frame], after: EventId) -> tuple[list[Frame], EventId | None]:
     """Drop frames already sent by the replay; stop checking once past it."""
-    kept = [f for f in batch if f.id is None or f.id > after]
+    frames = [part for frame in batch for part in (frame.parts or (frame,))]
+    kept = [f for f in frames if f.id is None or f.id > after]
     past = any(f.id is not None and f.id > after for f in kept)
     return kept, None if past else after

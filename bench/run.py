@@ -1,0 +1,350 @@
+"""The benchmark harness: broadcaster against the naive baseline, in one run.
+
+    python -m bench.run [--quick]
+
+Scenarios (see docs/PERFORMANCE.md):
+  M1  memory per idle connection, and connect time, at --m1-clients
+  M2  latency p50/p99 with those clients at 1 message/s
+  M3  capacity at --m3-clients: the highest rate with no loss and p99 < 250 ms
+  M4  server CPU seconds per million deliveries at M3's highest passing step
+Plus the load client's own headroom, against a trivial C server.
+
+The server is pinned to core 0 and the load client and publisher to core 1.
+Machines here are shared and noisy: read the ratios, not the absolute figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+HERE = Path(__file__).resolve().parent
+BUILD = HERE / "build"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+P99_LIMIT_MS = 250.0
+SERVER_CORE, CLIENT_CORE = 0, 1
+PATH = "/events?topic=bench"
+
+
+@dataclass(frozen=True)
+class Plan:
+    m1_clients: int
+    m2_seconds: float
+    m3_clients: int
+    m3_rates: tuple[int, ...]
+    step_seconds: float
+    headroom_seconds: float
+
+
+FULL = Plan(10_000, 20, 1000, (25, 50, 100, 150, 200, 300, 400, 500, 600, 800, 1000), 5, 5)
+QUICK = Plan(2000, 5, 300, (50, 100, 200, 400, 800, 1600), 2, 2)
+
+
+def build() -> None:
+    BUILD.mkdir(exist_ok=True)
+    for name in ("loadclient", "blaster"):
+        source, binary = HERE / f"{name}.c", BUILD / name
+        if not binary.exists() or binary.stat().st_mtime < source.stat().st_mtime:
+            subprocess.run(["gcc", "-O2", "-Wall", "-o", str(binary), str(source)], check=True)
+
+
+def pin(core: int) -> Callable[[], None]:
+    def setup() -> None:
+        if (os.cpu_count() or 1) >= 2:
+            os.sched_setaffinity(0, {core})
+        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+    return setup
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class Server:
+    name: str
+    command: Callable[[int], list[str]]
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            self.command(self.port), preexec_fn=pin(SERVER_CORE), cwd=HERE.parent,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"{self.name} did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def rss_kib(self) -> int:
+        assert self.proc is not None
+        return int(Path(f"/proc/{self.proc.pid}/statm").read_text().split()[1]) * PAGE // 1024
+
+    def cpu_seconds(self) -> float:
+        assert self.proc is not None
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+SERVERS = {
+    "naive": lambda port: [sys.executable, "-m", "bench.baselines.naive", str(port)],
+    "broadcaster": lambda port: [
+        sys.executable, "-m", "broadcaster", "--port", str(port), "--log-level", "WARNING",
+        "--tick-interval", "86400", "--max-clients", "20000",
+    ],
+}  # fmt: skip
+
+
+class LoadClient:
+    """The C load client, driven over its stdin/stdout."""
+
+    def __init__(self, port: int, clients: int) -> None:
+        self.proc = subprocess.Popen(
+            [str(BUILD / "loadclient"), "127.0.0.1", str(port), PATH, str(clients)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, preexec_fn=pin(CLIENT_CORE),
+        )  # fmt: skip
+        self.ready = self._line()
+
+    def _line(self) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError("load client exited")
+        answer: dict[str, Any] = json.loads(line)
+        return answer
+
+    def ask(self, command: str) -> dict[str, Any]:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(command.encode() + b"\n")
+        self.proc.stdin.flush()
+        return self._line()
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+async def publish_at(port: int, rate: float, seconds: float) -> int:
+    """Open-loop publishing: fire each message on schedule, whatever came back."""
+    url = f"http://127.0.0.1:{port}/publish"
+    sent = 0
+    in_flight: set[asyncio.Task[bool]] = set()
+    connector = aiohttp.TCPConnector(limit=64)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def one(seq: int) -> bool:
+            body = {"topic": "bench", "data": f"{seq} {time.time_ns()}"}
+            async with session.post(url, json=body) as response:
+                return response.status == 200
+
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        total = int(rate * seconds)
+        while sent < total:
+            due = min(total, int((loop.time() - start) * rate) + 1)
+            while sent < due:
+                sent += 1
+                task = loop.create_task(one(sent))
+                in_flight.add(task)
+                task.add_done_callback(in_flight.discard)
+            await asyncio.sleep(max(0.0, start + sent / rate - loop.time()))
+        results = await asyncio.gather(*in_flight)
+    return sent - results.count(False)
+
+
+async def drain(client: LoadClient, expected: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if client.ask("count")["received"] >= expected:
+            return
+        await asyncio.sleep(0.1)
+
+
+@dataclass
+class Result:
+    values: dict[str, float] = field(default_factory=dict)
+    steps: list[dict[str, Any]] = field(default_factory=list)
+
+
+async def memory_and_latency(server: Server, plan: Plan, result: Result) -> None:
+    server.start()
+    try:
+        before = server.rss_kib()
+        client = LoadClient(server.port, plan.m1_clients)
+        try:
+            await asyncio.sleep(1)
+            established = client.ready["established"]
+            result.values["connect_s"] = client.ready["connect_s"]
+            result.values["m1_kib_per_conn"] = (server.rss_kib() - before) / max(1, established)
+            client.ask("report")
+            published = await publish_at(server.port, 1, plan.m2_seconds)
+            await drain(client, published * established, 5)
+            report = client.ask("report")
+            result.values["m2_p50_ms"] = report["p50_ms"]
+            result.values["m2_p99_ms"] = report["p99_ms"]
+            result.values["m2_loss"] = published * established - report["received"]
+        finally:
+            client.close()
+    finally:
+        server.stop()
+
+
+async def capacity(server: Server, plan: Plan, result: Result) -> None:
+    server.start()
+    try:
+        client = LoadClient(server.port, plan.m3_clients)
+        try:
+            for rate in plan.m3_rates:
+                step = await _step(server, client, rate, plan.step_seconds)
+                result.steps.append(step)
+                print(f"  {server.name:12} {rate:5}/s  {json.dumps(step)}", flush=True)
+                if not step["ok"]:
+                    break
+                result.values["m3_rate"] = rate
+                result.values["m3_deliveries_per_s"] = step["deliveries_per_s"]
+                result.values["m4_cpu_s_per_million"] = step["cpu_s_per_million"]
+        finally:
+            client.close()
+    finally:
+        server.stop()
+
+
+async def _step(server: Server, client: LoadClient, rate: int, seconds: float) -> dict[str, Any]:
+    client.ask("report")
+    cpu, started = server.cpu_seconds(), time.monotonic()
+    published = await publish_at(server.port, rate, seconds)
+    established = client.ready["established"] - client.ask("count")["closed"]
+    expected = published * established
+    await drain(client, expected, 2)
+    elapsed, cpu = time.monotonic() - started, server.cpu_seconds() - cpu
+    report = client.ask("report")
+    delivered = report["received"]
+    ok = (
+        delivered >= expected
+        and published >= rate * seconds * 0.98
+        and report["p99_ms"] < P99_LIMIT_MS
+        and report["closed"] == 0
+    )
+    return {
+        "ok": ok, "published": published, "expected": expected, "received": delivered,
+        "p50_ms": report["p50_ms"], "p99_ms": report["p99_ms"],
+        "deliveries_per_s": round(delivered / elapsed),
+        "cpu_s_per_million": round(cpu / max(1, delivered) * 1e6, 2),
+    }  # fmt: skip
+
+
+def headroom(plan: Plan) -> dict[str, float]:
+    """How fast the load client can take in frames from a trivial C server."""
+    port = free_port()
+    blaster = subprocess.Popen(
+        [str(BUILD / "blaster"), str(port), str(plan.m3_clients), str(plan.headroom_seconds)],
+        stdout=subprocess.PIPE, preexec_fn=pin(SERVER_CORE),
+    )  # fmt: skip
+    assert blaster.stdout is not None
+    blaster.stdout.readline()
+    client = LoadClient(port, plan.m3_clients)
+    started = time.monotonic()
+    sent = json.loads(blaster.stdout.readline())["sent"]
+    blaster.wait()
+    time.sleep(0.5)
+    report = client.ask("report")
+    client.close()
+    return {"deliveries_per_s": report["received"] / (time.monotonic() - started), "sent": sent}
+
+
+ROWS: Sequence[tuple[str, str, str]] = (
+    ("connect_s", "M1 connect time, s", "lower"),
+    ("m1_kib_per_conn", "M1 memory per idle connection, KiB", "lower"),
+    ("m2_p50_ms", "M2 p50 latency, ms", "lower"),
+    ("m2_p99_ms", "M2 p99 latency, ms", "lower"),
+    ("m2_loss", "M2 messages lost", "lower"),
+    ("m3_rate", "M3 capacity, msg/s", "higher"),
+    ("m3_deliveries_per_s", "M3 deliveries/s at capacity", "higher"),
+    ("m4_cpu_s_per_million", "M4 server CPU s per million deliveries", "lower"),
+)
+
+
+def table(results: dict[str, Result], plan: Plan) -> str:
+    naive, ours = results["naive"].values, results["broadcaster"].values
+    lines = [
+        f"M1/M2 at {plan.m1_clients} clients; M3/M4 at {plan.m3_clients} clients.",
+        "",
+        "| scenario | naive | broadcaster | ratio |",
+        "|---|---|---|---|",
+    ]
+    for key, label, _ in ROWS:
+        a, b = naive.get(key), ours.get(key)
+        ratio = f"{b / a:.2f}x" if a and b is not None else "-"
+        lines.append(f"| {label} | {_fmt(a)} | {_fmt(b)} | {ratio} |")
+    return "\n".join(lines)
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
+
+
+async def main(argv: Sequence[str]) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="reduced run, under 2 minutes")
+    parser.add_argument("--only", choices=sorted(SERVERS), help="measure one server")
+    parser.add_argument("--json", type=Path, help="also write raw results here")
+    args = parser.parse_args(argv)
+    plan = QUICK if args.quick else FULL
+    build()
+    room = headroom(plan)
+    print(f"load client headroom: {room['deliveries_per_s']:,.0f} deliveries/s", flush=True)
+    results: dict[str, Result] = {}
+    for name, command in SERVERS.items():
+        if args.only and name != args.only:
+            continue
+        server, result = Server(name, command), Result()
+        print(f"{name}: M1/M2", flush=True)
+        await memory_and_latency(server, plan, result)
+        print(f"{name}: M3/M4", flush=True)
+        await capacity(server, plan, result)
+        results[name] = result
+    if args.json:
+        raw = {name: {"values": r.values, "steps": r.steps} for name, r in results.items()}
+        args.json.write_text(json.dumps({"headroom": room, "results": raw}, indent=2))
+    if len(results) == len(SERVERS):
+        print()
+        print(table(results, plan))
+        best = max(r.values.get("m3_deliveries_per_s", 0) for r in results.values())
+        times = room["deliveries_per_s"] / max(best, 1)
+        print(f"\nload client headroom: {times:.1f}x the best figure")
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1:]))
