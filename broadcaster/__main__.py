@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
-from broadcaster import client, logs
+from broadcaster import client, gc_tuning, logs
 from broadcaster.app import create_app
 from broadcaster.config import Settings, SettingsError, add_arguments, from_namespace
 
@@ -45,8 +45,10 @@ def _settings(args: list[str]) -> Settings:
 def serve(settings: Settings) -> None:
     if settings.publish_token is None:
         log.warning("No publish token set: only loopback clients may publish")
+    app = create_app(settings)
+    app.on_startup.append(_tune_gc)
     web.run_app(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         backlog=BACKLOG,
@@ -58,6 +60,10 @@ def serve(settings: Settings) -> None:
         print=lambda text: log.info("%s", " ".join(str(text).replace("=", "").split())),
         loop=_new_loop(),
     )
+
+
+async def _tune_gc(app: web.Application) -> None:
+    gc_tuning.tune()
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:

@@ -19,7 +19,7 @@ from broadcaster.heartbeat import run_heartbeat
 from broadcaster.metrics import Metrics
 from broadcaster.ticker import run_ticker
 from broadcaster.web import pages, publish, status, stream
-from broadcaster.web.errors import json_errors
+from broadcaster.web.errors import json_error_body
 from broadcaster.web.keys import BROKER, METRICS, SETTINGS
 
 SHUTDOWN = Frame.of(sse.encode(json.dumps({"reason": "server shutting down"}), event="shutdown"))
@@ -34,7 +34,9 @@ def create_app(settings: Settings, backend: Backend | None = None) -> web.Applic
     )
     metrics.watch(broker)
 
-    app = web.Application(middlewares=[json_errors, pages.security_headers])
+    app = web.Application()
+    app.on_response_prepare.append(json_error_body)
+    app.on_response_prepare.append(pages.security_headers)
     app[SETTINGS] = settings
     app[BROKER] = broker
     app[METRICS] = metrics

@@ -13,7 +13,6 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -31,32 +30,70 @@ HIGH_WATER = 64 * 1024
 
 
 class Sink(Protocol):
-    """The part of `asyncio.WriteTransport` the fast path uses."""
+    """The part of `asyncio.WriteTransport` a subscription uses."""
 
     def write(self, data: bytes) -> None: ...
     def get_write_buffer_size(self) -> int: ...
     def is_closing(self) -> bool: ...
+    def abort(self) -> None: ...
 
 
 class Subscription:
     """One connected client: the topics it follows and its backlog of frames.
 
-    Two delivery paths, one order. While the client is caught up (its queue is
-    empty) and its socket is keeping up, `offer` writes the pre-framed chunk
+    Two delivery paths, one order. While the client is caught up (it has no
+    backlog) and its socket is keeping up, `offer` writes the pre-framed chunk
     straight to the socket: no task wakes, nothing is copied. Otherwise the
-    frame joins the queue, which the stream handler drains. A frame only goes
-    direct when the queue is empty, and the handler writes whatever it takes
-    from the queue before it next yields, so nothing overtakes anything.
+    frame joins the backlog, a bounded `asyncio.Queue` that the stream handler
+    drains. A frame only goes direct when the backlog is empty, and the handler
+    writes whatever it takes from the queue before it next yields, so nothing
+    overtakes anything.
+
+    The queue is created the first time there is a backlog. A caught-up client
+    never needs one, and an idle `asyncio.Queue` costs about 3 KB (four deques):
+    at 10,000 streams, that was a fifth of the server's memory.
+
+    It is registered with its broker for the duration of a `with` block; a
+    plain class rather than a generator-based context manager, for the same
+    reason of memory.
     """
 
-    __slots__ = ("_on_evict", "_sink", "evicted", "queue", "topics")
+    __slots__ = (
+        "_broker", "_queue", "_queue_size", "_sink", "_transport", "_waiter", "evicted", "topics",
+    )  # fmt: skip
 
-    def __init__(self, topics: frozenset[str], queue_size: int, on_evict: Callable[[], None]):
+    def __init__(
+        self, broker: Broker, topics: frozenset[str], queue_size: int, transport: Sink | None
+    ) -> None:
         self.topics = topics
-        self.queue: asyncio.Queue[Frame] = asyncio.Queue(queue_size)
         self.evicted = False
-        self._on_evict = on_evict
+        self._broker = broker
+        self._queue: asyncio.Queue[Frame] | None = None
+        self._queue_size = queue_size
+        self._waiter: asyncio.Future[None] | None = None
+        self._transport = transport
         self._sink: Sink | None = None
+
+    def __enter__(self) -> Subscription:
+        self._broker._add(self)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._broker._remove(self)
+
+    @property
+    def queue(self) -> asyncio.Queue[Frame] | None:
+        """The backlog, once there has been one."""
+        return self._queue
+
+    def backlog_created(self) -> asyncio.Future[None]:
+        """Resolves once `queue` exists. A plain future, not a coroutine: an idle
+        stream waits on it, and a coroutine frame would be kept alive as well."""
+        if self._waiter is None or self._waiter.done():
+            self._waiter = asyncio.get_running_loop().create_future()
+            if self._queue is not None:
+                self._waiter.set_result(None)
+        return self._waiter
 
     def write_directly_to(self, sink: Sink | None) -> None:
         """Turn the fast path on (to `sink`) once the stream is caught up, or off."""
@@ -64,22 +101,30 @@ class Subscription:
 
     def offer(self, frame: Frame) -> bool:
         """Deliver or queue `frame` without waiting; False when the backlog is full."""
-        sink = self._sink
-        if sink is not None and self.queue.empty() and sink.get_write_buffer_size() < HIGH_WATER:
+        sink, queue = self._sink, self._queue
+        if (
+            sink is not None
+            and (queue is None or queue.empty())
+            and sink.get_write_buffer_size() < HIGH_WATER
+        ):
             # A closing socket drops the frame: its handler is being cancelled.
             if not sink.is_closing():
                 sink.write(frame.chunk)
             return True
-        try:
-            self.queue.put_nowait(frame)
-        except asyncio.QueueFull:
-            return False
-        return True
+        return self._put(frame)
 
     def end(self) -> bool:
         """Queue END; False when the backlog is full."""
+        return self._put(END)
+
+    def _put(self, frame: Frame) -> bool:
+        queue = self._queue
+        if queue is None:
+            queue = self._queue = asyncio.Queue(self._queue_size)
+            if self._waiter is not None and not self._waiter.done():
+                self._waiter.set_result(None)
         try:
-            self.queue.put_nowait(END)
+            queue.put_nowait(frame)
         except asyncio.QueueFull:
             return False
         return True
@@ -87,7 +132,9 @@ class Subscription:
     def evict(self) -> None:
         self.evicted = True
         self._sink = None
-        self._on_evict()
+        # The client is not reading, so a polite end of stream would never arrive.
+        if self._transport is not None:
+            self._transport.abort()
 
 
 @dataclass(slots=True)
@@ -128,17 +175,12 @@ class Broker:
     async def start(self) -> None:
         await self.backend.start(self._deliver)
 
-    @contextmanager
-    def subscribe(
-        self, topics: Collection[str], on_evict: Callable[[], None] = lambda: None
-    ) -> Iterator[Subscription]:
-        """Register a subscriber for the duration of the `with` block."""
-        sub = Subscription(frozenset(topics), self._queue_size, on_evict)
-        self._add(sub)
-        try:
-            yield sub
-        finally:
-            self._remove(sub)
+    def subscribe(self, topics: Collection[str], transport: Sink | None = None) -> Subscription:
+        """A subscriber, registered for the duration of a `with` block.
+
+        `transport` is the client's socket: eviction aborts it.
+        """
+        return Subscription(self, frozenset(topics), self._queue_size, transport)
 
     async def publish(self, topic: str, data: str, type: str | None = None) -> Event:
         return await self.backend.publish(topic, data, type)

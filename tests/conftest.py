@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -17,6 +18,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from broadcaster.broker import HIGH_WATER
 from broadcaster.sse_parser import ServerEvent, SSEParser
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -87,6 +89,42 @@ class ServerProcess:
 
 
 ServerFactory = Callable[..., ServerProcess]
+
+_CHUNK = re.compile(rb"([0-9a-f]+)\r\n")
+
+
+class RecordingSocket:
+    """Bytes in arrival order; `full` stands for a client that stopped reading."""
+
+    def __init__(self) -> None:
+        self.wire = bytearray()
+        self.direct_writes = 0
+        self.full = False
+        self.aborted = False
+        self.drained = asyncio.Event()
+
+    # The fast path's view: a transport carrying pre-framed HTTP chunks.
+    def write(self, data: bytes) -> None:
+        match = _CHUNK.match(data)
+        assert match is not None
+        self.wire += data[match.end() : match.end() + int(match[1], 16)]
+        self.direct_writes += 1
+
+    def get_write_buffer_size(self) -> int:
+        return HIGH_WATER if self.full else 0
+
+    def is_closing(self) -> bool:
+        return self.aborted
+
+    def abort(self) -> None:
+        self.aborted = True
+
+    def set_full(self, full: bool) -> None:
+        self.full = full
+        if full:
+            self.drained.clear()
+        else:
+            self.drained.set()
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ import pytest
 from broadcaster.backends.memory import MemoryBackend
 from broadcaster.broker import END, Broker
 from broadcaster.events import Frame
+from tests.conftest import RecordingSocket
 
 
 @pytest.fixture
@@ -16,8 +17,8 @@ async def broker() -> Broker:
     return broker
 
 
-def drain(queue: asyncio.Queue[Frame]) -> list[Frame]:
-    return [queue.get_nowait() for _ in range(queue.qsize())]
+def drain(queue: asyncio.Queue[Frame] | None) -> list[Frame]:
+    return [] if queue is None else [queue.get_nowait() for _ in range(queue.qsize())]
 
 
 async def test_every_subscriber_gets_the_same_frame_object(broker: Broker) -> None:
@@ -33,24 +34,21 @@ async def test_topics_route_and_unsubscribe_cleans_up(broker: Broker) -> None:
     with broker.subscribe({"a"}) as a, broker.subscribe({"a", "b"}) as ab:
         assert broker.topic_counts() == {"a": 2, "b": 1}
         await broker.publish("b", "only-b")
-        assert (a.queue.qsize(), ab.queue.qsize()) == (0, 1)
+        assert (len(drain(a.queue)), len(drain(ab.queue))) == (0, 1)
     assert broker.clients == 0
     assert broker.topic_counts() == {}
 
 
 async def test_full_queue_evicts_only_that_subscriber(broker: Broker) -> None:
-    evicted: list[str] = []
-    with (
-        broker.subscribe({"t"}, on_evict=lambda: evicted.append("slow")) as slow,
-        broker.subscribe({"t"}) as fast,
-    ):
+    socket = RecordingSocket()
+    with broker.subscribe({"t"}, socket) as slow, broker.subscribe({"t"}) as fast:
         for i in range(6):
             await broker.publish("t", str(i))
             broker.flush()
             drain(fast.queue)
         assert slow.evicted
         assert not fast.evicted
-        assert evicted == ["slow"]
+        assert socket.aborted
         assert broker.clients == 1
         assert broker.stats.evictions == 1
 

@@ -8,46 +8,15 @@ that records bytes and whose write buffer the test fills and empties at will.
 from __future__ import annotations
 
 import asyncio
-import re
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from broadcaster.broker import END, HIGH_WATER, Subscription
+from broadcaster.backends.memory import MemoryBackend
+from broadcaster.broker import Broker
 from broadcaster.events import Event, EventId, Frame
 from broadcaster.web.stream import _pump
-
-_CHUNK = re.compile(rb"([0-9a-f]+)\r\n")
-
-
-class RecordingSocket:
-    """Bytes in arrival order; `full` stands for a client that stopped reading."""
-
-    def __init__(self) -> None:
-        self.wire = bytearray()
-        self.direct_writes = 0
-        self.full = False
-        self.drained = asyncio.Event()
-
-    # The fast path's view: a transport carrying pre-framed HTTP chunks.
-    def write(self, data: bytes) -> None:
-        match = _CHUNK.match(data)
-        assert match is not None
-        self.wire += data[match.end() : match.end() + int(match[1], 16)]
-        self.direct_writes += 1
-
-    def get_write_buffer_size(self) -> int:
-        return HIGH_WATER if self.full else 0
-
-    def is_closing(self) -> bool:
-        return False
-
-    def set_full(self, full: bool) -> None:
-        self.full = full
-        if full:
-            self.drained.clear()
-        else:
-            self.drained.set()
+from tests.conftest import RecordingSocket
 
 
 class RecordingResponse:
@@ -76,7 +45,7 @@ STEPS = st.lists(
 
 async def run(steps: list[Step]) -> tuple[bytes, bytes, int]:
     socket = RecordingSocket()
-    sub = Subscription(frozenset({"t"}), 10_000, on_evict=lambda: None)
+    sub = Broker(MemoryBackend(0), queue_size=10_000).subscribe({"t"}, socket)
     pump = asyncio.create_task(_pump(sub, RecordingResponse(socket), None, socket))  # type: ignore[arg-type]
     expected = bytearray()
     seq = 0
@@ -96,7 +65,7 @@ async def run(steps: list[Step]) -> tuple[bytes, bytes, int]:
             for _ in range(arg):
                 await asyncio.sleep(0)
     socket.set_full(False)
-    sub.queue.put_nowait(END)
+    assert sub.end()
     assert await asyncio.wait_for(pump, 5) == "server shutdown"
     return bytes(socket.wire), bytes(expected), socket.direct_writes
 

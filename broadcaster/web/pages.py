@@ -39,9 +39,9 @@ def index_handler(root: Path) -> Handler:
     return index
 
 
-@web.middleware
-async def security_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
-    response: web.StreamResponse = await handler(request)
+async def security_headers(request: web.BaseRequest, response: web.StreamResponse) -> None:
+    """An `on_response_prepare` hook; event streams carry no page, so they skip it."""
+    if response.content_type == "text/event-stream":
+        return
     for name, value in SECURITY_HEADERS.items():
         response.headers.setdefault(name, value)
-    return response

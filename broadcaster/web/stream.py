@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable
+from functools import lru_cache
 
 from aiohttp import HttpVersion11, web
 from multidict import MultiMapping
@@ -41,9 +41,15 @@ def topics_from_query(query: MultiMapping[str]) -> frozenset[str]:
     if len(names) > MAX_TOPICS:
         raise ApiError(400, f"too many topics: {len(names)} given, at most {MAX_TOPICS}")
     try:
-        return frozenset(check_topic(name) for name in names)
+        return _shared(tuple(sorted(check_topic(name) for name in names)))
     except InvalidTopic as error:
         raise ApiError(400, str(error)) from None
+
+
+@lru_cache(maxsize=4096)
+def _shared(names: tuple[str, ...]) -> frozenset[str]:
+    """One set object for every stream that follows the same topics."""
+    return frozenset(names)
 
 
 def last_event_id(request: web.Request) -> str | None:
@@ -67,7 +73,7 @@ async def events(request: web.Request) -> web.StreamResponse:
         response.enable_chunked_encoding()
     started = asyncio.get_running_loop().time()
     ending = "client disconnected"
-    with broker.subscribe(topics, on_evict=_aborter(request)) as sub:
+    with broker.subscribe(topics, request.transport) as sub:
         try:
             await response.prepare(request)
             opening, after = await _opening(
@@ -89,17 +95,6 @@ async def events(request: web.Request) -> web.StreamResponse:
                 ending,
             )
     return response
-
-
-def _aborter(request: web.Request) -> Callable[[], None]:
-    transport = request.transport
-
-    def abort() -> None:
-        # The client is not reading, so a polite end of stream would never arrive.
-        if transport is not None:
-            transport.abort()
-
-    return abort
 
 
 async def _opening(
@@ -146,12 +141,13 @@ async def _pump(
     Each batch taken from the queue is written before the next await, which is
     what lets the broker write straight to the socket whenever the queue is empty.
     """
-    queue = sub.queue
     while True:
         if after is None and sink is not None:
             # Caught up with the replay: from here on, live frames may go direct.
             sub.write_directly_to(sink)
             sink = None
+        while (queue := sub.queue) is None:
+            await sub.backlog_created()
         batch = [await queue.get()]
         while not queue.empty():
             batch.append(queue.get_nowait())
