@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test lint typecheck unit clean
+.PHONY: help venv run test lint typecheck unit bench bench-quick clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -32,6 +32,12 @@ typecheck: $(STAMP) ## mypy --strict
 
 unit: $(STAMP) ## pytest (real processes, real Chromium)
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+bench: $(STAMP) ## benchmark against the naive baseline (~6 min, needs gcc); prints the table
+	$(BIN)/python -m bench.run --json bench/build/results.json
+
+bench-quick: $(STAMP) ## a reduced benchmark, under 2 minutes
+	$(BIN)/python -m bench.run --quick
 
 clean: ## remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist test-artifacts

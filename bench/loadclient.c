@@ -1,7 +1,7 @@
 /*
  * SSE load client for the benchmarks: opens N connections to one stream URL and
  * measures every message's latency. Written in C so that the client is never
- * the bottleneck of what it measures (bench/README.md shows its headroom).
+ * the bottleneck of what it measures (bench/run.py measures its headroom).
  *
  * Each message's data line must be "<seq> <publish time, ns since the epoch>".
  * Commands on stdin, one per line, each answered with one JSON line on stdout:

@@ -152,6 +152,9 @@ class LoadClient:
     def close(self) -> None:
         self.proc.kill()
         self.proc.wait()
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            if pipe is not None:
+                pipe.close()
 
 
 async def publish_at(port: int, rate: float, seconds: float) -> int:
