@@ -33,7 +33,7 @@ typecheck: $(STAMP) ## mypy --strict
 unit: $(STAMP) ## pytest (real processes, real Chromium)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-bench: $(STAMP) ## benchmark against the naive baseline (~6 min, needs gcc); prints the table
+bench: $(STAMP) ## benchmark against the naive baseline (~4 min, needs gcc); prints the table
 	$(BIN)/python -m bench.run --json bench/build/results.json
 
 bench-quick: $(STAMP) ## a reduced benchmark, under 2 minutes

@@ -16,11 +16,12 @@ from broadcaster.broker import Broker
 from broadcaster.config import Settings
 from broadcaster.events import Frame
 from broadcaster.heartbeat import run_heartbeat
+from broadcaster.jobs import Jobs
 from broadcaster.metrics import Metrics
 from broadcaster.ticker import run_ticker
-from broadcaster.web import pages, publish, status, stream
+from broadcaster.web import jobs, long, pages, publish, status, stream
 from broadcaster.web.errors import json_error_body
-from broadcaster.web.keys import BROKER, METRICS, SETTINGS
+from broadcaster.web.keys import BROKER, JOBS, METRICS, SETTINGS
 
 SHUTDOWN = Frame.of(sse.encode(json.dumps({"reason": "server shutting down"}), event="shutdown"))
 
@@ -33,6 +34,7 @@ def create_app(settings: Settings, backend: Backend | None = None) -> web.Applic
         on_fanout=metrics.observe_fanout,
     )
     metrics.watch(broker)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
 
     app = web.Application()
     app.on_response_prepare.append(json_error_body)
@@ -40,6 +42,7 @@ def create_app(settings: Settings, backend: Backend | None = None) -> web.Applic
     app[SETTINGS] = settings
     app[BROKER] = broker
     app[METRICS] = metrics
+    app[JOBS] = Jobs(broker, settings.data_dir)
     app.cleanup_ctx.append(_background_tasks)
     app.on_shutdown.append(_end_streams)
     _add_routes(app)
@@ -54,6 +57,10 @@ def _add_routes(app: web.Application) -> None:
     app.router.add_post("/publish", publish.publish)
     app.router.add_get("/healthz", status.healthz)
     app.router.add_get("/metrics", status.metrics)
+    app.router.add_post("/jobs", jobs.create_job)
+    app.router.add_get("/jobs", jobs.list_jobs)
+    app.router.add_get("/jobs/{id}", jobs.get_job)
+    app.router.add_get("/long", long.long_job)
 
 
 async def _background_tasks(app: web.Application) -> AsyncIterator[None]:
@@ -67,6 +74,7 @@ async def _background_tasks(app: web.Application) -> AsyncIterator[None]:
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+    await app[JOBS].aclose()
     await broker.backend.aclose()
 
 

@@ -10,6 +10,7 @@ import argparse
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 ENV_PREFIX = "BROADCASTER_"
@@ -32,6 +33,8 @@ class Settings:
     log_level: str = "INFO"
     log_format: str = "text"
     shutdown_timeout: float = 1.0
+    data_dir: Path = Path("data")
+    max_upload_bytes: int = 256 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +89,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("log_level", _choice(LOG_LEVELS), "DEBUG, INFO, WARNING or ERROR"),
     Option("log_format", _choice(LOG_FORMATS), "text, or json for one object per line"),
     Option("shutdown_timeout", _bounded(float, 0, 600), "backstop seconds to wait on shutdown"),
+    Option("data_dir", Path, "directory for the SQLite database and uploads"),
+    Option("max_upload_bytes", _bounded(int, 1, 2**40), "largest POST /jobs upload"),
 )
 
 

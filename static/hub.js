@@ -5,7 +5,9 @@
 "use strict";
 
 // EventSource only reports named events it has a listener for.
-const KNOWN_TYPES = ["message", "tick", "resync", "shutdown", "progress", "done", "failed"];
+const KNOWN_TYPES = [
+  "message", "tick", "resync", "shutdown", "created", "progress", "done", "failed",
+];
 
 class Hub {
   constructor() {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -147,3 +148,27 @@ async def test_the_page_shows_resync_after_a_server_restart(
     async with aiohttp.ClientSession() as session:
         await publish(session, restarted.url, "after")
     await expect(page.locator("#events li .data").first).to_have_text("after")
+
+
+async def test_an_upload_shows_its_progress_in_every_tab(
+    context: BrowserContext, server_process: ServerFactory, tmp_path: Path
+) -> None:
+    server = server_process("--tick-interval", "3600", "--data-dir", str(tmp_path / "data"))
+    pages = await open_tabs(context, server.url, 2)
+    rows = 200_000
+    content = b"id,name\n" + b"".join(b"%d,row %d\n" % (i, i) for i in range(rows))
+    form = pages[1].locator("#upload-form")
+    await form.locator("input[type=file]").set_input_files(
+        {"name": "rows.csv", "mimeType": "text/csv", "buffer": content}
+    )
+    await form.locator("button").click()
+    await expect(pages[1].locator("#upload-result")).to_contain_text("job ")
+    for page in pages:
+        job = page.locator("#jobs .job")
+        await expect(job).to_have_attribute("data-status", "done", timeout=30_000)
+        await expect(job.locator(".job-text")).to_contain_text(f"Done: {rows} rows")
+        assert await job.locator("progress").evaluate("bar => bar.value") == 100
+    # A tab opened afterwards shows the finished job straight away.
+    (late,) = await open_tabs(context, server.url, 1)
+    await expect(late.locator("#jobs .job")).to_have_attribute("data-status", "done")
+    await pages[0].screenshot(path=ARTIFACTS / "upload.png", full_page=True)

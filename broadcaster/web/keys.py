@@ -6,8 +6,10 @@ from aiohttp import web
 
 from broadcaster.broker import Broker
 from broadcaster.config import Settings
+from broadcaster.jobs import Jobs
 from broadcaster.metrics import Metrics
 
 SETTINGS = web.AppKey("settings", Settings)
 BROKER = web.AppKey("broker", Broker)
 METRICS = web.AppKey("metrics", Metrics)
+JOBS = web.AppKey("jobs", Jobs)

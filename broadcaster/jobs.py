@@ -1,0 +1,179 @@
+"""Background import jobs, and their progress published as events.
+
+Each job has its own topic, `job.<id>`, carrying `progress` events a few times a
+second and then one `done` or `failed`. Every event's data is the job's whole
+state as JSON, so a client that sees only the newest one is up to date. New
+jobs are announced on the `jobs` topic, so that every open page can follow them.
+Jobs run one at a time, in a worker thread; the registry lives in memory and is
+forgotten on restart (the imported tables stay).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from broadcaster.backends.base import BackendUnavailable
+from broadcaster.broker import Broker
+from broadcaster.importer import ImportFailed, Progress, detect_kind, import_file
+
+log = logging.getLogger("broadcaster.jobs")
+
+ANNOUNCE_TOPIC = "jobs"
+PROGRESS_INTERVAL = 0.25  # seconds between progress events
+KEPT_JOBS = 100  # finished jobs remembered for GET /jobs
+
+
+def job_topic(job_id: str) -> str:
+    return f"job.{job_id}"
+
+
+@dataclass
+class Job:
+    id: str
+    filename: str
+    upload: Path
+    status: str = "queued"
+    rows_done: int = 0
+    total: int | None = None
+    fraction: float = 0.0
+    started: float | None = None
+    finished: float | None = None
+    table: str | None = None
+    error: str | None = None
+    error_row: int | None = None
+    last_event_id: str | None = None
+    cancelled: threading.Event = field(default_factory=threading.Event, repr=False)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
+
+    @property
+    def topic(self) -> str:
+        return job_topic(self.id)
+
+    def state(self) -> dict[str, Any]:
+        elapsed = (self.finished or time.monotonic()) - self.started if self.started else 0.0
+        return {
+            "id": self.id,
+            "filename": self.filename,
+            "status": self.status,
+            "rows_done": self.rows_done,
+            "total": self.total,
+            "percent": round(100 * self.fraction, 1),
+            "elapsed_s": round(elapsed, 3),
+            "rows_per_s": round(self.rows_done / elapsed) if elapsed > 0 else 0,
+            "table": self.table,
+            "error": self.error,
+            "error_row": self.error_row,
+            "topic": self.topic,
+            "last_event_id": self.last_event_id,
+        }
+
+
+class Jobs:
+    def __init__(self, broker: Broker, data_dir: Path) -> None:
+        self._broker = broker
+        self._database = data_dir / "broadcaster.db"
+        self._uploads = data_dir / "uploads"
+        self._jobs: dict[str, Job] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._one_at_a_time = asyncio.Semaphore(1)
+
+    @property
+    def database(self) -> Path:
+        return self._database
+
+    def upload_path(self, job_id: str) -> Path:
+        self._uploads.mkdir(parents=True, exist_ok=True)
+        return self._uploads / f"{job_id}.upload"
+
+    @staticmethod
+    def new_id() -> str:
+        return secrets.token_hex(8)
+
+    def get(self, job_id: str) -> Job | None:
+        return self._jobs.get(job_id)
+
+    def all(self) -> list[Job]:
+        return list(self._jobs.values())
+
+    async def start(self, job_id: str, filename: str) -> Job:
+        """Register an uploaded file as a job, announce it, and queue the import."""
+        job = Job(job_id, filename, self.upload_path(job_id))
+        self._jobs[job.id] = job
+        self._forget_old()
+        await self._publish_to(ANNOUNCE_TOPIC, "created", job)
+        task = asyncio.get_running_loop().create_task(self._run(job), name=f"job {job.id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        log.info("Job %s queued: %s", job.id, filename)
+        return job
+
+    async def aclose(self) -> None:
+        """Stop running imports at their next batch (rolled back) and wait for them."""
+        for job in self._jobs.values():
+            job.cancelled.set()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _run(self, job: Job) -> None:
+        async with self._one_at_a_time:
+            job.status, job.started = "running", time.monotonic()
+            try:
+                imported = await asyncio.to_thread(self._import, job, asyncio.get_running_loop())
+            except ImportFailed as failure:
+                job.status, job.error, job.error_row = "failed", str(failure), failure.row
+            else:
+                job.status, job.table, job.rows_done = "done", imported.table, imported.rows
+                job.fraction = 1.0
+            finally:
+                job.finished = time.monotonic()
+                job.upload.unlink(missing_ok=True)
+        log.info("Job %s %s: %s", job.id, job.status, job.error or f"{job.rows_done} rows")
+        await self._publish(job, job.status)
+
+    def _import(self, job: Job, loop: asyncio.AbstractEventLoop) -> Any:
+        """In the worker thread."""
+        with job.upload.open("rb") as upload:
+            kind = detect_kind(job.filename, upload.read(4096))
+        last = 0.0
+
+        def progress(update: Progress) -> None:
+            nonlocal last
+            job.rows_done, job.total, job.fraction = update.rows_done, update.total, update.fraction
+            now = time.monotonic()
+            if now - last >= PROGRESS_INTERVAL:
+                last = now
+                loop.call_soon_threadsafe(self._publish_soon, job)
+
+        return import_file(
+            job.upload, kind, self._database, f"upload_{job.id}", progress, job.cancelled
+        )
+
+    def _publish_soon(self, job: Job) -> None:
+        task = asyncio.get_running_loop().create_task(self._publish(job, "progress"))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _publish(self, job: Job, event_type: str) -> None:
+        await self._publish_to(job.topic, event_type, job)
+
+    async def _publish_to(self, topic: str, event_type: str, job: Job) -> None:
+        # One publish at a time per job, so that its events keep their order.
+        async with job.lock:
+            try:
+                event = await self._broker.publish(topic, json.dumps(job.state()), event_type)
+            except BackendUnavailable as error:
+                log.warning("Job %s: %s event not published: %s", job.id, event_type, error)
+                return
+            job.last_event_id = str(event.id)
+
+    def _forget_old(self) -> None:
+        finished = [j for j in self._jobs.values() if j.finished is not None]
+        for job in finished[: max(0, len(finished) - KEPT_JOBS)]:
+            del self._jobs[job.id]

@@ -1,0 +1,58 @@
+"""GET /long: the streaming demo of slow work, one SSE frame per step, then `done`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from aiohttp import web
+
+from broadcaster import sse
+from broadcaster.web.errors import ApiError
+from broadcaster.web.stream import HEADERS, EventStreamResponse
+
+MAX_ROWS = 100_000_000
+MAX_STEPS = 10_000
+MAX_DELAY = 60.0
+MAX_SECONDS = 3600.0
+
+
+def _number(request: web.Request, name: str, default: float, low: float, high: float) -> float:
+    text = request.query.get(name)
+    if text is None:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise ApiError(400, f"{name} must be a number, not {text[:32]!r}") from None
+    if not low <= value <= high:
+        raise ApiError(400, f"{name} must be between {low:g} and {high:g}, not {value:g}")
+    return value
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.1f}".removesuffix(".0")
+
+
+async def long_job(request: web.Request) -> web.StreamResponse:
+    rows = int(_number(request, "rows", 50_000, 1, MAX_ROWS))
+    step = int(_number(request, "step", 10_000, 1, MAX_ROWS))
+    delay = _number(request, "delay", 1.0, 0, MAX_DELAY)
+    steps = -(-rows // step)
+    if steps > MAX_STEPS:
+        raise ApiError(400, f"{steps} steps of {step} rows; at most {MAX_STEPS}: raise step")
+    if steps * delay > MAX_SECONDS:
+        raise ApiError(400, f"would run {steps * delay:g} s; at most {MAX_SECONDS:g} s")
+    response = EventStreamResponse(headers=HEADERS)
+    await response.prepare(request)
+    loop = asyncio.get_running_loop()
+    started, done = loop.time(), 0
+    while done < rows:
+        await asyncio.sleep(delay)  # stands for a slice of real work
+        done = min(rows, done + step)
+        elapsed = _seconds(loop.time() - started)
+        line = f"Rows done: {done} ({100 * done // rows}%), elapsed: {elapsed}s"
+        await response.write(sse.encode(line, event="progress"))
+    summary = {"rows": rows, "elapsed_s": round(loop.time() - started, 3)}
+    await response.write(sse.encode(json.dumps(summary), event="done"))
+    return response

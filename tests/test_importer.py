@@ -1,0 +1,138 @@
+"""The importer: every row or nothing, and each bad input a failure naming its row."""
+
+from __future__ import annotations
+
+import datetime
+import sqlite3
+import threading
+from pathlib import Path
+
+import openpyxl
+import pytest
+
+from broadcaster.importer import BATCH_ROWS, ImportFailed, Progress, detect_kind, import_file
+
+TABLE = "upload_test"
+
+
+def write_xlsx(path: Path, rows: list[list[object]]) -> Path:
+    book = openpyxl.Workbook()
+    sheet = book.active
+    assert sheet is not None
+    for row in rows:
+        sheet.append(row)
+    book.save(path)
+    return path
+
+
+def run(path: Path, cancelled: threading.Event | None = None) -> tuple[int, list[Progress]]:
+    seen: list[Progress] = []
+    with path.open("rb") as file:
+        kind = detect_kind(path.name, file.read(4096))
+    imported = import_file(
+        path, kind, path.parent / "db.sqlite", TABLE, seen.append, cancelled or threading.Event()
+    )
+    assert imported.table == TABLE
+    return imported.rows, seen
+
+
+def table_rows(folder: Path) -> list[tuple[object, ...]]:
+    with sqlite3.connect(folder / "db.sqlite") as db:
+        return db.execute(f'SELECT * FROM "{TABLE}"').fetchall()
+
+
+def tables(folder: Path) -> list[str]:
+    if not (folder / "db.sqlite").exists():
+        return []
+    with sqlite3.connect(folder / "db.sqlite") as db:
+        return [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+
+
+def test_csv_in_batches_with_progress(tmp_path: Path) -> None:
+    count = BATCH_ROWS * 2 + 7
+    lines = ["id,name,note"] + [f'{i},name {i},"a, ""quoted""\nnote"' for i in range(count)]
+    path = tmp_path / "people.csv"
+    path.write_text("\ufeff" + "\n".join(lines) + "\n", encoding="utf-8")
+    rows, progress = run(path)
+    assert rows == count
+    stored = table_rows(tmp_path)
+    assert len(stored) == count
+    assert stored[0] == ("0", "name 0", 'a, "quoted"\nnote')
+    assert [p.rows_done for p in progress] == [BATCH_ROWS, 2 * BATCH_ROWS, count]
+    assert progress[-1].fraction == 1.0
+    assert all(p.total is None for p in progress)
+
+
+def test_xlsx_with_typed_cells(tmp_path: Path) -> None:
+    path = write_xlsx(
+        tmp_path / "typed.xlsx",
+        [
+            ["when", "count", "ratio", "label", "empty"],
+            [datetime.datetime(2026, 11, 21, 10, 4, 5), 12, 0.5, "x", None],
+            [datetime.date(2026, 1, 2), 3.0, 1e-3, "ü ✓", "y"],
+        ],
+    )
+    rows, progress = run(path)
+    assert rows == 2
+    assert table_rows(tmp_path) == [
+        ("2026-11-21T10:04:05", "12", "0.5", "x", None),
+        ("2026-01-02T00:00:00", "3", "0.001", "ü ✓", "y"),
+    ]
+    assert progress[-1].total == 2
+
+
+def test_header_only_file_makes_an_empty_table(tmp_path: Path) -> None:
+    path = tmp_path / "h.csv"
+    path.write_bytes(b"a,b\n\n")
+    assert run(path)[0] == 0
+    assert tables(tmp_path) == [TABLE]
+
+
+RAGGED = b"a,b,c\n" + b"1,2,3\n" * (BATCH_ROWS * 2) + b"1,2\n"
+FAILURES = [
+    # (file name, content, words of the reason, row)
+    ("report.pdf", b"%PDF-1.4", "not a CSV or XLSX file", None),
+    ("zip.csv", b"PK\x03\x04rest", "not a CSV or XLSX file", None),
+    ("latin1.csv", "a,b\n1,2\ncafé,3\n".encode("latin-1"), "not UTF-8 text", 3),
+    ("empty.csv", b"", "the file is empty", None),
+    ("blank-first.csv", b"\n1,2\n", "no header row", 1),
+    ("gap.csv", b"a,,c\n1,2,3\n", "column 2 has no name", 1),
+    ("twice.csv", b"id,ID\n1,2\n", "appears twice", 1),
+    ("ragged.csv", RAGGED, "2 fields, but the header has 3", BATCH_ROWS * 2 + 2),
+    ("long.csv", b"a,b\n1,2,3\n", "3 fields, but the header has 2", 2),
+    ("quote.csv", b'a,b\n"1,2\n', "malformed CSV", 2),
+    ("corrupt.xlsx", b"PK\x03\x04 this is not a zip archive", "not a valid XLSX file", None),
+    ("text.xlsx", b"a,b\n1,2\n", "not a valid XLSX file", None),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "words", "row"), FAILURES, ids=[f[0] for f in FAILURES]
+)
+def test_bad_input_fails_naming_the_row_and_leaves_no_table(
+    tmp_path: Path, name: str, content: bytes, words: str, row: int | None
+) -> None:
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(ImportFailed) as failure:
+        run(path)
+    assert words in failure.value.reason
+    assert failure.value.row == row
+    assert tables(tmp_path) == []
+
+
+def test_ragged_xlsx_row(tmp_path: Path) -> None:
+    path = write_xlsx(tmp_path / "r.xlsx", [["a", "b"], [1, 2], [1, 2, 3]])
+    with pytest.raises(ImportFailed, match="row 3: 3 fields, but the header has 2"):
+        run(path)
+    assert tables(tmp_path) == []
+
+
+def test_cancelled_import_rolls_back(tmp_path: Path) -> None:
+    path = tmp_path / "big.csv"
+    path.write_bytes(b"a\n" + b"1\n" * (BATCH_ROWS * 3))
+    cancelled = threading.Event()
+    cancelled.set()
+    with pytest.raises(ImportFailed, match="cancelled"):
+        run(path, cancelled)
+    assert tables(tmp_path) == []
