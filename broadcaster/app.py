@@ -29,7 +29,7 @@ SHUTDOWN = Frame.of(sse.encode(json.dumps({"reason": "server shutting down"}), e
 def create_app(settings: Settings, backend: Backend | None = None) -> web.Application:
     metrics = Metrics()
     broker = Broker(
-        backend or MemoryBackend(settings.history),
+        backend or _backend(settings),
         queue_size=settings.queue_size,
         on_fanout=metrics.observe_fanout,
     )
@@ -47,6 +47,16 @@ def create_app(settings: Settings, backend: Backend | None = None) -> web.Applic
     app.on_shutdown.append(_end_streams)
     _add_routes(app)
     return app
+
+
+def _backend(settings: Settings) -> Backend:
+    if settings.redis_url is None:
+        return MemoryBackend(settings.history)
+    from broadcaster.backends.redis import RedisBackend  # only when asked for: imports redis
+
+    # The lease outlives a few ticks, so a dead leader is replaced within a few.
+    lease = max(0.5, 3 * settings.tick_interval)
+    return RedisBackend(settings.redis_url, settings.history, lease_seconds=lease)
 
 
 def _add_routes(app: web.Application) -> None:
@@ -67,7 +77,9 @@ async def _background_tasks(app: web.Application) -> AsyncIterator[None]:
     broker, settings = app[BROKER], app[SETTINGS]
     await broker.start()
     tasks = [
-        _spawn(run_ticker(broker, settings.tick_interval), "ticker"),
+        _spawn(
+            run_ticker(broker, settings.tick_interval, app[METRICS].observe_tick_lateness), "ticker"
+        ),
         _spawn(run_heartbeat(broker, settings.heartbeat_interval), "heartbeat"),
     ]
     yield

@@ -35,6 +35,7 @@ class Settings:
     shutdown_timeout: float = 1.0
     data_dir: Path = Path("data")
     max_upload_bytes: int = 256 * 1024 * 1024
+    redis_url: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +76,14 @@ def _token(text: str) -> str | None:
     return text or None
 
 
+def _redis_url(text: str) -> str | None:
+    if not text:
+        return None
+    if not text.startswith(("redis://", "rediss://", "unix://")):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a redis://, rediss:// or unix:// URL")
+    return text
+
+
 OPTIONS: tuple[Option, ...] = (
     Option("host", str, "interface to bind; 0.0.0.0 exposes the server to the network"),
     Option("port", _bounded(int, 0, 65535), "TCP port (0 picks a free one)"),
@@ -91,6 +100,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("shutdown_timeout", _bounded(float, 0, 600), "backstop seconds to wait on shutdown"),
     Option("data_dir", Path, "directory for the SQLite database and uploads"),
     Option("max_upload_bytes", _bounded(int, 1, 2**40), "largest POST /jobs upload"),
+    Option("redis_url", _redis_url, "redis://host:port/db: share events across instances"),
 )
 
 

@@ -121,10 +121,14 @@ class XlsxRows:
         import openpyxl  # imported here: only XLSX imports pay for it
         from openpyxl.utils.exceptions import InvalidFileException
 
+        # A file object, not the path: openpyxl refuses paths that do not end in
+        # .xlsx, and uploads are stored under names of their own.
+        self._file: BinaryIO = path.open("rb")
         try:
-            self._book = openpyxl.load_workbook(path, read_only=True, data_only=True)
+            self._book = openpyxl.load_workbook(self._file, read_only=True, data_only=True)
             self._sheet = self._book.worksheets[0]
         except (zipfile.BadZipFile, InvalidFileException, KeyError, IndexError, OSError) as error:
+            self._file.close()
             raise ImportFailed(f"not a valid XLSX file ({error})") from None
         max_row = self._sheet.max_row
         self.total = max_row - 1 if isinstance(max_row, int) and max_row > 0 else None
@@ -145,6 +149,7 @@ class XlsxRows:
 
     def close(self) -> None:
         self._book.close()
+        self._file.close()
 
 
 def _cell(value: object) -> Cell:

@@ -12,6 +12,7 @@ from prometheus_client.registry import Collector
 from broadcaster.broker import Broker
 
 FANOUT_BUCKETS = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1, 0.3, 1.0)
+LATENESS_BUCKETS = (5e-4, 1e-3, 2e-3, 5e-3, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 
 
 class Metrics:
@@ -25,6 +26,16 @@ class Metrics:
             buckets=FANOUT_BUCKETS,
             registry=self.registry,
         )
+
+        self.tick_lateness_seconds = Histogram(
+            "broadcaster_tick_lateness_seconds",
+            "How late each ticker message ran against its schedule: event loop stalls",
+            buckets=LATENESS_BUCKETS,
+            registry=self.registry,
+        )
+
+    def observe_tick_lateness(self, seconds: float) -> None:
+        self.tick_lateness_seconds.observe(seconds)
 
     def observe_fanout(self, seconds: float) -> None:
         self.fanout_seconds.observe(seconds)

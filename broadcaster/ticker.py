@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from broadcaster.backends.base import BackendUnavailable
@@ -19,11 +20,14 @@ def time_message(now: datetime) -> str:
     return f"the time is {now:%Y-%m-%d %H:%M:%S} UTC"
 
 
-async def run_ticker(broker: Broker, interval: float) -> None:
+async def run_ticker(
+    broker: Broker, interval: float, on_late: Callable[[float], None] | None = None
+) -> None:
     """Publish one message per `interval`, on a fixed schedule that does not drift.
 
     When the loop falls behind by more than an interval, missed ticks are skipped
-    rather than sent in a burst.
+    rather than sent in a burst. `on_late` gets each tick's lateness in seconds:
+    how long a busy event loop kept it from running on time.
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time()
@@ -33,6 +37,10 @@ async def run_ticker(broker: Broker, interval: float) -> None:
         if deadline < now:
             deadline = now
         await asyncio.sleep(deadline - now)
+        if on_late is not None:
+            on_late(loop.time() - deadline)
+        if not broker.backend.leads_ticker():
+            continue  # another instance ticks
         try:
             event = await broker.publish(TOPIC, time_message(datetime.now(UTC)), EVENT_TYPE)
         except BackendUnavailable as error:

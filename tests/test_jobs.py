@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import openpyxl
 import pytest
 
 from broadcaster.app import create_app
@@ -129,6 +130,28 @@ async def test_upload_is_imported_and_every_watcher_follows_it(server: ServerPro
     assert status["status"] == "done"
     assert [job["id"] for job in listed["jobs"]] == [answer["id"]]
     assert tables(server) == [done["table"]]
+
+
+async def test_xlsx_upload_is_imported(server: ServerProcess, tmp_path: Path) -> None:
+    book = openpyxl.Workbook()
+    sheet = book.active
+    assert sheet is not None
+    sheet.append(["city", "population"])
+    for i in range(2_000):
+        sheet.append([f"city {i}", i * 1000])
+    book.save(tmp_path / "cities.xlsx")
+    async with (
+        aiohttp.ClientSession() as session,
+        open_stream(session, f"{server.url}/events?topic=jobs") as announce,
+    ):
+        response = await upload(
+            session, server.url, "cities.xlsx", (tmp_path / "cities.xlsx").read_bytes()
+        )
+        assert response.status == 202
+        events = await follow(session, server.url, announce)
+    kind, state = events[-1]
+    assert kind == "done", state["error"]
+    assert (state["rows_done"], state["total"]) == (2_000, 2_000)
 
 
 @pytest.mark.parametrize(

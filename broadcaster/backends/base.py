@@ -44,5 +44,8 @@ class Backend(Protocol):
     def healthy(self) -> bool:
         """Whether the store is reachable now."""
 
+    def leads_ticker(self) -> bool:
+        """Whether this instance's ticker should publish (one instance does)."""
+
     async def aclose(self) -> None:
         """Stop feeding events and release connections."""

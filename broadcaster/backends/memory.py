@@ -46,5 +46,8 @@ class MemoryBackend:
     def healthy(self) -> bool:
         return True
 
+    def leads_ticker(self) -> bool:
+        return True
+
     async def aclose(self) -> None:
         self._deliver = None

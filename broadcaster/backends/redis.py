@@ -1,0 +1,229 @@
+"""The Redis Streams backend: one history, one order and one set of ids, shared
+by every instance. The only module that imports `redis`.
+
+- Publishing is an XADD with an approximate MAXLEN (the history bound) to one
+  stream for all topics, so Redis orders events across topics and its entry ids
+  (`<ms>-<seq>`) are the event ids, the same on every instance.
+- One reader task per instance follows the stream with XREAD BLOCK and hands
+  every entry to the broker, in stream order; an instance's own publishes come
+  back this way too, so all instances deliver the same sequence.
+- Replay is an XRANGE from the client's last id.
+- When Redis goes away, publishing raises `BackendUnavailable` (a 503), the
+  reader retries with backoff and resumes from the last id it saw, and the log
+  says so once per change of state, not once per retry.
+- A lease (SET NX PX, renewed by a compare-and-extend script) elects the one
+  instance whose ticker publishes; it moves when its holder dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import Collection
+from typing import Any, cast
+
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from broadcaster.backends.base import BackendUnavailable, Deliver, Replay
+from broadcaster.events import Event, EventId
+
+log = logging.getLogger("broadcaster.redis")
+
+STREAM = "broadcaster:events"
+LEADER = "broadcaster:ticker-leader"
+BLOCK_MS = 1000
+READ_COUNT = 1000
+MIN_BACKOFF, MAX_BACKOFF = 0.1, 5.0
+# Extend the lease only if this instance still holds it.
+RENEW = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('pexpire', KEYS[1], ARGV[2])
+end
+return 0
+"""
+RELEASE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('del', KEYS[1])
+end
+return 0
+"""
+
+
+# With decode_responses=True, redis-py answers str where its annotations allow bytes.
+Entries = list[tuple[str, dict[str, str]]]
+
+
+def _client(url: str, read_timeout: float) -> Redis:
+    # No retries inside redis-py: a publish must fail fast (503) while Redis is
+    # away, and the reader has its own backoff.
+    return Redis.from_url(
+        url,
+        decode_responses=True,
+        socket_connect_timeout=1.0,
+        socket_timeout=read_timeout,
+        retry=Retry(NoBackoff(), 0),
+    )
+
+
+class RedisBackend:
+    name = "redis"
+
+    def __init__(self, url: str, history: int, lease_seconds: float) -> None:
+        self.instance = secrets.token_hex(4)
+        self._writer = _client(url, read_timeout=2.0)
+        self._reader = _client(url, read_timeout=BLOCK_MS / 1000 + 2.0)
+        self._history = history
+        self._lease_ms = int(lease_seconds * 1000)
+        self._last: str | None = None
+        self._up: bool | None = None
+        self._leader = False
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self, deliver: Deliver) -> None:
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._read_forever(deliver), name="redis reader"),
+            loop.create_task(self._lead_forever(), name="redis ticker lease"),
+        ]
+
+    async def publish(self, topic: str, data: str, type: str | None = None) -> Event:
+        fields: dict[Any, Any] = {"topic": topic, "data": data}
+        if type is not None:
+            fields["type"] = type
+        try:
+            entry_id = cast(
+                str, await self._writer.xadd(STREAM, fields, maxlen=self._history, approximate=True)
+            )
+        except RedisError as error:
+            self._mark_down(error)
+            raise BackendUnavailable(f"Redis is unreachable ({error})") from None
+        return Event(topic, EventId.parse(entry_id), data, type)
+
+    async def since(self, last: EventId, topics: Collection[str]) -> Replay:
+        try:
+            info = await self._stream_info()
+            head = info["last-entry"]
+            head_id = EventId.parse(head[0]) if head else None
+            if head_id is None or last > head_id or last < self._oldest_complete(info):
+                return Replay([], complete=False, head=head_id)
+            entries = cast(Entries, await self._writer.xrange(STREAM, f"({last}", "+"))
+        except RedisError as error:
+            self._mark_down(error)
+            return Replay([], complete=False, head=None)
+        events = (self._event(entry_id, fields) for entry_id, fields in entries)
+        return Replay([e for e in events if e and e.topic in topics], complete=True, head=head_id)
+
+    def healthy(self) -> bool:
+        return bool(self._up)
+
+    def leads_ticker(self) -> bool:
+        return self._leader
+
+    async def aclose(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._leader:
+            # Hand the lease over at once instead of letting it expire.
+            with contextlib.suppress(RedisError):
+                await self._writer.eval(RELEASE, 1, LEADER, self.instance)
+        await self._writer.aclose()
+        await self._reader.aclose()
+
+    async def _stream_info(self) -> dict[str, Any]:
+        try:
+            info: dict[str, Any] = await self._writer.xinfo_stream(STREAM)
+        except RedisError as error:
+            if "no such key" not in str(error).lower():
+                raise
+            return {"last-entry": None, "first-entry": None}
+        return info
+
+    @staticmethod
+    def _oldest_complete(info: dict[str, Any]) -> EventId:
+        """The oldest `last` id that replays without a gap.
+
+        Redis 7 reports the newest id ever trimmed; anything from it on is whole.
+        Older servers do not, so only ids from the oldest kept entry on count.
+        """
+        trimmed = info.get("max-deleted-entry-id")
+        if isinstance(trimmed, str):
+            return EventId.parse(trimmed)
+        first = info.get("first-entry")
+        return EventId.parse(first[0]) if first else EventId(0, 0)
+
+    async def _read_forever(self, deliver: Deliver) -> None:
+        backoff = MIN_BACKOFF
+        while True:
+            try:
+                if self._last is None:
+                    # Start from what is newest now; afterwards always resume from
+                    # the last id seen, so nothing Redis accepted is ever skipped.
+                    head = (await self._stream_info())["last-entry"]
+                    self._last = head[0] if head else "0-0"
+                    self._mark_up()
+                replies = cast(
+                    list[tuple[str, Entries]],
+                    await self._reader.xread(
+                        {STREAM: self._last}, block=BLOCK_MS, count=READ_COUNT
+                    ),
+                )
+            except RedisError as error:
+                self._mark_down(error)
+                await asyncio.sleep(backoff)
+                backoff = min(MAX_BACKOFF, backoff * 2)
+                continue
+            self._mark_up()
+            backoff = MIN_BACKOFF
+            for _stream, entries in replies:
+                for entry_id, fields in entries:
+                    self._last = entry_id
+                    event = self._event(entry_id, fields)
+                    if event is not None:
+                        deliver(event)
+
+    async def _lead_forever(self) -> None:
+        while True:
+            try:
+                if self._leader:
+                    held = await self._writer.eval(RENEW, 1, LEADER, self.instance, self._lease_ms)
+                else:
+                    held = await self._writer.set(LEADER, self.instance, nx=True, px=self._lease_ms)
+            except RedisError:
+                held = False
+            self._set_leader(bool(held))
+            await asyncio.sleep(self._lease_ms / 3000)
+
+    def _set_leader(self, leader: bool) -> None:
+        if leader != self._leader:
+            self._leader = leader
+            if leader:
+                log.info("Instance %s now leads the ticker", self.instance)
+            else:
+                log.info("Instance %s no longer leads the ticker", self.instance)
+
+    def _event(self, entry_id: str, fields: dict[str, str]) -> Event | None:
+        try:
+            return Event(
+                fields["topic"], EventId.parse(entry_id), fields["data"], fields.get("type")
+            )
+        except (KeyError, ValueError):
+            log.warning("Skipped stream entry %s: not a broadcaster event", entry_id)
+            return None
+
+    def _mark_down(self, error: Exception) -> None:
+        if self._up is not False:
+            log.warning("Redis unavailable: %s; publishing answers 503 until it is back", error)
+        self._up = False
+
+    def _mark_up(self) -> None:
+        if self._up is False:
+            log.warning("Redis connection restored; resuming from %s", self._last)
+        elif self._up is None:
+            log.info("Connected to Redis; instance %s", self.instance)
+        self._up = True
