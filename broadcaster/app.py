@@ -19,7 +19,7 @@ from broadcaster.heartbeat import run_heartbeat
 from broadcaster.jobs import Jobs
 from broadcaster.metrics import Metrics
 from broadcaster.ticker import run_ticker
-from broadcaster.web import jobs, long, pages, publish, status, stream
+from broadcaster.web import cors, jobs, long, pages, publish, status, stream
 from broadcaster.web.errors import json_error_body
 from broadcaster.web.keys import BROKER, JOBS, METRICS, SETTINGS
 
@@ -39,6 +39,7 @@ def create_app(settings: Settings, backend: Backend | None = None) -> web.Applic
     app = web.Application()
     app.on_response_prepare.append(json_error_body)
     app.on_response_prepare.append(pages.security_headers)
+    app.on_response_prepare.append(cors.cors_headers)
     app[SETTINGS] = settings
     app[BROKER] = broker
     app[METRICS] = metrics
@@ -71,6 +72,7 @@ def _add_routes(app: web.Application) -> None:
     app.router.add_get("/jobs", jobs.list_jobs)
     app.router.add_get("/jobs/{id}", jobs.get_job)
     app.router.add_get("/long", long.long_job)
+    app.router.add_route("OPTIONS", "/{path:.*}", cors.preflight)
 
 
 async def _background_tasks(app: web.Application) -> AsyncIterator[None]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,8 @@ class Settings:
     retry_ms: int = 2000
     history: int = 1000
     max_clients: int = 10_000
+    max_topics: int = 32
+    max_topic_length: int = 64
     max_event_bytes: int = 64 * 1024
     publish_token: str | None = None
     log_level: str = "INFO"
@@ -36,6 +39,7 @@ class Settings:
     data_dir: Path = Path("data")
     max_upload_bytes: int = 256 * 1024 * 1024
     redis_url: str | None = None
+    cors_origins: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +80,19 @@ def _token(text: str) -> str | None:
     return text or None
 
 
+_ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(:\d{1,5})?")
+
+
+def _origins(text: str) -> tuple[str, ...]:
+    origins = tuple(o.strip().rstrip("/") for o in text.split(",") if o.strip())
+    for origin in origins:
+        if not _ORIGIN.fullmatch(origin):
+            raise argparse.ArgumentTypeError(
+                f"{origin!r} is not an origin such as https://app.example.com:8443"
+            )
+    return origins
+
+
 def _redis_url(text: str) -> str | None:
     if not text:
         return None
@@ -93,6 +110,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("retry_ms", _bounded(int, 0, 3_600_000), "reconnect delay sent to clients as retry:"),
     Option("history", _bounded(int, 0, 10_000_000), "events kept for replay by Last-Event-ID"),
     Option("max_clients", _bounded(int, 1, 1_000_000), "streams served at once; past it: 503"),
+    Option("max_topics", _bounded(int, 1, 1000), "topics one stream may follow; past it: 400"),
+    Option("max_topic_length", _bounded(int, 20, 1024), "longest topic name; past it: 400"),
     Option("max_event_bytes", _bounded(int, 1, 16 * 1024 * 1024), "largest publish body"),
     Option("publish_token", _token, "bearer token for POST /publish; unset: loopback only"),
     Option("log_level", _choice(LOG_LEVELS), "DEBUG, INFO, WARNING or ERROR"),
@@ -101,6 +120,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("data_dir", Path, "directory for the SQLite database and uploads"),
     Option("max_upload_bytes", _bounded(int, 1, 2**40), "largest POST /jobs upload"),
     Option("redis_url", _redis_url, "redis://host:port/db: share events across instances"),
+    Option("cors_origins", _origins, "comma-separated origins allowed by CORS; unset: none"),
 )
 
 

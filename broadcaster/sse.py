@@ -25,7 +25,8 @@ def encode(data: str, *, id: str | None = None, event: str | None = None) -> byt
     parts: list[str] = []
     if id is not None:
         parts.append(f"id: {clean_field(id)}\n")
-    if event is not None:
+    # An empty name means the default type, "message": leave the field out.
+    if event:
         parts.append(f"event: {clean_field(event)}\n")
     for line in _LINE_BREAK.split(data):
         parts.append(f"data: {line}\n" if line else "data:\n")

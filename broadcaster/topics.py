@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import re
 
-MAX_TOPIC_LENGTH = 64
-TOPIC_RULE = f"1 to {MAX_TOPIC_LENGTH} characters from A-Z, a-z, 0-9, '_', '-', '.' and ':'"
-_TOPIC = re.compile(rf"[A-Za-z0-9_.:-]{{1,{MAX_TOPIC_LENGTH}}}")
+DEFAULT_MAX_LENGTH = 64
+_CHARACTERS = re.compile(r"[A-Za-z0-9_.:-]+")
+
+
+def topic_rule(max_length: int = DEFAULT_MAX_LENGTH) -> str:
+    return f"1 to {max_length} characters from A-Z, a-z, 0-9, '_', '-', '.' and ':'"
 
 
 class InvalidTopic(ValueError):
     pass
 
 
-def check_topic(name: str) -> str:
-    """Return `name` if it follows `TOPIC_RULE`, else raise `InvalidTopic` saying why."""
-    if not _TOPIC.fullmatch(name):
-        raise InvalidTopic(f"invalid topic {name[:80]!r}: a topic is {TOPIC_RULE}")
+def check_topic(name: str, max_length: int = DEFAULT_MAX_LENGTH) -> str:
+    """Return `name` if it follows the rule, else raise `InvalidTopic` saying why."""
+    if len(name) > max_length or not _CHARACTERS.fullmatch(name):
+        raise InvalidTopic(f"invalid topic {name[:80]!r}: a topic is {topic_rule(max_length)}")
     return name

@@ -27,7 +27,7 @@ def test_readme_documents_each_setting(option: Option) -> None:
     assert row is not None, f"README has no row for {flag(option)}"
     default = getattr(Settings(), option.name)
     assert row[1] == env_name(option)
-    assert row[2] == ("unset" if default is None else str(default))
+    assert row[2] == ("unset" if default in (None, ()) else str(default))
 
 
 def test_readme_has_no_stale_settings() -> None:

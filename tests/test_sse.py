@@ -22,7 +22,7 @@ from broadcaster import sse
         ("héllo ✓ 🎉", None, None, "data: héllo ✓ 🎉\n\n".encode()),
         ("x", "1\r\n2\x003", None, b"id: 123\ndata: x\n\n"),
         ("x", None, "ev\nent\rx", b"event: eventx\ndata: x\n\n"),
-        ("x", "", "", b"id: \nevent: \ndata: x\n\n"),
+        ("x", "", "", b"id: \ndata: x\n\n"),
         ("data: nested", None, None, b"data: data: nested\n\n"),
         (": not a comment", None, None, b"data: : not a comment\n\n"),
     ],

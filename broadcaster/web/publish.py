@@ -34,7 +34,7 @@ async def publish(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     authorize(request, settings.publish_token)
     body = await read_limited(request, settings.max_event_bytes)
-    message = parse_message(parse_fields(request.content_type, body))
+    message = parse_message(parse_fields(request.content_type, body), settings.max_topic_length)
     try:
         event = await request.app[BROKER].publish(message.topic, message.data, message.event)
     except BackendUnavailable as error:
@@ -117,22 +117,22 @@ def _form(text: str) -> dict[str, Any]:
     return {name: values[0] for name, values in pairs.items()}
 
 
-def parse_message(fields: dict[str, Any]) -> PublishRequest:
+def parse_message(fields: dict[str, Any], max_topic_length: int) -> PublishRequest:
     unknown = sorted(set(fields) - FIELDS)
     if unknown:
         raise ApiError(400, f"unknown field(s): {', '.join(unknown)}; expected topic, event, data")
     return PublishRequest(
-        topic=_topic(fields.get("topic")),
+        topic=_topic(fields.get("topic"), max_topic_length),
         data=_data(fields),
         event=_event_type(fields.get("event")),
     )
 
 
-def _topic(value: Any) -> str:
+def _topic(value: Any, max_length: int) -> str:
     if not isinstance(value, str):
         raise ApiError(400, "field 'topic' is required and must be a string")
     try:
-        return check_topic(value)
+        return check_topic(value, max_length)
     except InvalidTopic as error:
         raise ApiError(400, str(error)) from None
 

@@ -26,7 +26,6 @@ HEADERS = {
     # nginx buffers proxied responses unless told not to, which would hold events back.
     "X-Accel-Buffering": "no",
 }
-MAX_TOPICS = 32
 RETRY_AFTER_SECONDS = "5"
 
 
@@ -36,12 +35,14 @@ class EventStreamResponse(web.StreamResponse):
     _send_headers_immediately = False
 
 
-def topics_from_query(query: MultiMapping[str]) -> frozenset[str]:
+def topics_from_query(query: MultiMapping[str], max_topics: int, max_length: int) -> frozenset[str]:
     names = query.getall("topic", [DEFAULT_TOPIC])
-    if len(names) > MAX_TOPICS:
-        raise ApiError(400, f"too many topics: {len(names)} given, at most {MAX_TOPICS}")
+    if len(names) > max_topics:
+        raise ApiError(
+            400, f"too many topics: {len(names)} given, at most {max_topics} (--max-topics)"
+        )
     try:
-        return _shared(tuple(sorted(check_topic(name) for name in names)))
+        return _shared(tuple(sorted(check_topic(name, max_length) for name in names)))
     except InvalidTopic as error:
         raise ApiError(400, str(error)) from None
 
@@ -59,7 +60,7 @@ def last_event_id(request: web.Request) -> str | None:
 
 async def events(request: web.Request) -> web.StreamResponse:
     broker, settings = request.app[BROKER], request.app[SETTINGS]
-    topics = topics_from_query(request.query)
+    topics = topics_from_query(request.query, settings.max_topics, settings.max_topic_length)
     if broker.clients >= settings.max_clients:
         raise ApiError(
             503,
