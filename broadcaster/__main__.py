@@ -59,6 +59,9 @@ def serve(settings: Settings) -> None:
         # dead peers far sooner, and the setsockopt is 5% of the cost of a connect.
         tcp_keepalive=False,
         shutdown_timeout=settings.shutdown_timeout,
+        # aiohttp closes a connection that has not sent a complete request by this
+        # deadline: what bounds slowloris clients and half-open connections.
+        keepalive_timeout=settings.idle_timeout,
         access_log_class=logs.AccessLogger,
         print=lambda text: log.info("%s", " ".join(str(text).replace("=", "").split())),
         loop=_new_loop(),

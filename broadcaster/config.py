@@ -36,6 +36,7 @@ class Settings:
     log_level: str = "INFO"
     log_format: str = "text"
     shutdown_timeout: float = 1.0
+    idle_timeout: float = 15.0
     data_dir: Path = Path("data")
     max_upload_bytes: int = 256 * 1024 * 1024
     redis_url: str | None = None
@@ -117,6 +118,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("log_level", _choice(LOG_LEVELS), "DEBUG, INFO, WARNING or ERROR"),
     Option("log_format", _choice(LOG_FORMATS), "text, or json for one object per line"),
     Option("shutdown_timeout", _bounded(float, 0, 600), "backstop seconds to wait on shutdown"),
+    Option(
+        "idle_timeout",
+        _bounded(float, 0.1, 3600),
+        "seconds a connection may take to send a whole request, or sit idle between requests",
+    ),
     Option("data_dir", Path, "directory for the SQLite database and uploads"),
     Option("max_upload_bytes", _bounded(int, 1, 2**40), "largest POST /jobs upload"),
     Option("redis_url", _redis_url, "redis://host:port/db: share events across instances"),

@@ -8,6 +8,7 @@ import sys
 from datetime import UTC, datetime
 
 from aiohttp.abc import AbstractAccessLogger
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
 
@@ -27,12 +28,28 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
+class MalformedRequestFilter(logging.Filter):
+    """aiohttp logs a traceback at ERROR for every malformed request. That is a
+    client's mistake, not a bug here, and a hostile client could flood the log
+    with them: keep one line, at WARNING, with no traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError):
+            message = record.getMessage()
+            record.msg, record.args = "%s: %s", (message, " ".join(str(error).split())[:200])
+            record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
 def configure(level: str, fmt: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    logging.getLogger("aiohttp.server").addFilter(MalformedRequestFilter())
 
 
 class AccessLogger(AbstractAccessLogger):
