@@ -39,7 +39,7 @@ async def test_installed_wheel_serves_the_page(tmp_path: Path) -> None:
     server.start()
     try:
         async with aiohttp.ClientSession() as session:
-            for path in ("/", "/static/hub.js"):
+            for path in ("/", "/static/hub.js", "/openapi.yaml"):
                 async with session.get(server.url + path) as response:
                     assert response.status == 200, path
     finally:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from broadcaster.web.errors import ApiError
 from broadcaster.web.keys import JOBS, SETTINGS
@@ -20,15 +22,14 @@ async def create_job(request: web.Request) -> web.Response:
         raise too_large
     if request.content_type != "multipart/form-data":
         raise ApiError(415, f"send the file as multipart/form-data in a field named {FIELD!r}")
-    part = await _file_part(request)
     job_id = jobs.new_id()
     path = jobs.upload_path(job_id)
     try:
-        await _save(part, path, limit, too_large)
+        filename = await _save_file_part(request, path, Budget(limit, too_large))
     except BaseException:
         path.unlink(missing_ok=True)
         raise
-    job = await jobs.start(job_id, part.filename or "upload")
+    job = await jobs.start(job_id, filename)
     status_url = f"/jobs/{job.id}"
     body = {
         "id": job.id,
@@ -39,26 +40,46 @@ async def create_job(request: web.Request) -> web.Response:
     return web.json_response(body, status=202, headers={"Location": status_url})
 
 
-async def _file_part(request: web.Request) -> BodyPartReader:
+class Budget:
+    """Bytes the whole body may still use, other form fields included."""
+
+    def __init__(self, limit: int, too_large: ApiError) -> None:
+        self.left = limit
+        self._too_large = too_large
+
+    def spend(self, size: int) -> None:
+        self.left -= size
+        if self.left < 0:
+            raise self._too_large
+
+
+async def _save_file_part(request: web.Request, path: Path, budget: Budget) -> str:
+    """Stream the `file` part to `path`; other fields are read past. Returns its filename."""
     try:
         reader = await request.multipart()
-        part = await reader.next()
-    except (ValueError, AssertionError) as error:
-        raise ApiError(400, f"malformed multipart body: {error}") from None
-    if not isinstance(part, BodyPartReader) or part.name != FIELD or not part.filename:
-        raise ApiError(400, f"the first part must be a file in a field named {FIELD!r}")
-    return part
+        while (part := await reader.next()) is not None:
+            if isinstance(part, BodyPartReader) and part.name == FIELD:
+                await _copy(part, path, budget)
+                return part.filename or "upload"
+            await _copy(part, None, budget)
+    except (ValueError, AssertionError, HttpProcessingError) as error:
+        raise ApiError(400, f"malformed multipart body: {_one_line(error)}") from None
+    raise ApiError(400, f"no file in the form: send it in a field named {FIELD!r}")
 
 
-async def _save(part: BodyPartReader, path: Path, limit: int, too_large: ApiError) -> None:
-    """Stream the part to disk, chunk by chunk: an upload is never held whole in memory."""
-    size = 0
-    with path.open("wb") as out:
+async def _copy(part: object, path: Path | None, budget: Budget) -> None:
+    """Chunk by chunk: an upload is never held whole in memory."""
+    if not isinstance(part, BodyPartReader):
+        raise ApiError(400, "nested multipart bodies are not accepted")
+    with path.open("wb") if path is not None else nullcontext() as out:
         while chunk := await part.read_chunk(CHUNK):
-            size += len(chunk)
-            if size > limit:
-                raise too_large
-            out.write(chunk)
+            budget.spend(len(chunk))
+            if out is not None:
+                out.write(chunk)
+
+
+def _one_line(error: Exception) -> str:
+    return " ".join(str(error).split())[:200]
 
 
 async def get_job(request: web.Request) -> web.Response:

@@ -30,6 +30,22 @@ def static_dir() -> Path:
     raise FileNotFoundError("static/index.html is missing from the installation")
 
 
+def openapi_path() -> Path:
+    """docs/openapi.yaml: shipped inside the package by the wheel, at the top in a checkout."""
+    here = Path(__file__).resolve().parent.parent
+    for candidate in (here / "openapi.yaml", here.parent / "docs" / "openapi.yaml"):
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError("openapi.yaml is missing from the installation")
+
+
+def openapi_handler(path: Path) -> Handler:
+    async def openapi(request: web.Request) -> web.FileResponse:
+        return web.FileResponse(path, headers={"Content-Type": "application/yaml"})
+
+    return openapi
+
+
 def index_handler(root: Path) -> Handler:
     page = root / "index.html"
 
