@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import socket
 import struct
-from pathlib import Path
 
 import aiohttp
 
@@ -18,19 +17,6 @@ WARM_UP = 2_000
 CONCURRENCY = 64
 REQUEST = b"GET /events?topic=churn HTTP/1.1\r\nHost: x\r\n\r\n"
 RST = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST, not FIN
-
-
-def open_fds(server: ServerProcess) -> int:
-    assert server.proc is not None
-    return len(list(Path(f"/proc/{server.proc.pid}/fd").iterdir()))
-
-
-def rss_kib(server: ServerProcess) -> int:
-    assert server.proc is not None
-    for line in Path(f"/proc/{server.proc.pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 async def cycle(port: int, abrupt: bool) -> None:
@@ -67,15 +53,15 @@ async def test_churn_leaves_nothing_behind(server_process: ServerFactory) -> Non
     async with aiohttp.ClientSession() as session:
         await churn(server.port, WARM_UP)
         await settled(session, server)
-        fds, rss = open_fds(server), rss_kib(server)
+        fds, rss = server.open_fds(), server.rss_kib()
         await churn(server.port, CYCLES)
         await settled(session, server)
         metrics = await (await session.get(f"{server.url}/metrics")).text()
         # Cycles that ended between two requests may leave a keep-alive socket open
         # for a moment; the count must come back to the baseline, not merely near it.
-        await wait_for(lambda: _at_most(open_fds(server), fds), 10, "file descriptors to close")
-        after = rss_kib(server)
-    print(f"churn: {CYCLES} cycles; fds {fds} -> {open_fds(server)}; RSS {rss} -> {after} KiB")
+        await wait_for(lambda: _at_most(server.open_fds(), fds), 10, "file descriptors to close")
+        after = server.rss_kib()
+    print(f"churn: {CYCLES} cycles; fds {fds} -> {server.open_fds()}; RSS {rss} -> {after} KiB")
     assert after <= rss * 1.10, f"RSS grew from {rss} KiB to {after} KiB over {CYCLES} cycles"
     assert "broadcaster_clients 0.0" in metrics
     assert "Traceback" not in server.log()

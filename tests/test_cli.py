@@ -10,7 +10,8 @@ from contextlib import asynccontextmanager
 
 import aiohttp
 
-from tests.conftest import ServerFactory, free_port, health, wait_for
+from bench.run import free_port
+from tests.conftest import ServerFactory, health, wait_for
 
 QUIET = ("--tick-interval", "3600", "--heartbeat-interval", "3600", "--retry-ms", "100")
 

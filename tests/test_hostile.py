@@ -8,7 +8,6 @@ import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
-from pathlib import Path
 
 import aiohttp
 import pytest
@@ -112,15 +111,10 @@ async def test_a_body_sent_to_events_is_ignored(server: ServerProcess) -> None:
         assert event.data == "y"
 
 
-def open_fds(server: ServerProcess) -> int:
-    assert server.proc is not None
-    return len(list(Path(f"/proc/{server.proc.pid}/fd").iterdir()))
-
-
 async def test_thousands_of_half_open_connections_neither_starve_nor_linger(
     server: ServerProcess,
 ) -> None:
-    baseline = open_fds(server)
+    baseline = server.open_fds()
     async with normal_client(server) as (session, stream):
         sockets = []
         for _ in range(HALF_OPEN):
@@ -133,9 +127,9 @@ async def test_thousands_of_half_open_connections_neither_starve_nor_linger(
             await still_served(session, server, stream)
             # Connected but silent: each is closed once the idle timeout passes.
             deadline = time.monotonic() + IDLE_TIMEOUT + 10
-            while open_fds(server) > baseline + 5 and time.monotonic() < deadline:
+            while server.open_fds() > baseline + 5 and time.monotonic() < deadline:
                 await asyncio.sleep(0.2)
-            assert open_fds(server) <= baseline + 5
+            assert server.open_fds() <= baseline + 5
             await still_served(session, server, stream)
         finally:
             for sock in sockets:

@@ -7,14 +7,13 @@ import asyncio
 import resource
 import socket
 import time
-from pathlib import Path
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.run import LoadClient, build
 from broadcaster.broker import HIGH_WATER
-from tests.conftest import ServerFactory, ServerProcess, health, wait_for
+from tests.conftest import ServerFactory, health, wait_for
 
 NORMAL, SLOW = 200, 50
 QUEUE = 32
@@ -26,14 +25,6 @@ SHUTDOWN_CLIENTS = 5000
 def raise_fd_limit() -> None:
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
-def rss_kib(server: ServerProcess) -> int:
-    assert server.proc is not None
-    for line in Path(f"/proc/{server.proc.pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 def memory_bound_kib(slow: int, frame: int) -> float:
@@ -77,12 +68,12 @@ async def test_slow_clients_are_evicted_and_cost_the_others_nothing(
             async def all_connected() -> bool:
                 return (await health(session, server.url))["clients"] == NORMAL + SLOW
 
-            before = rss_kib(server)
+            before = server.rss_kib()
             slow = [stalled_client(server.port) for _ in range(SLOW)]
             await wait_for(all_connected, 10, "every client to connect")
             await asyncio.to_thread(normal.ask, "report")
             published = await _publish_padded(server.port)
-            peak = rss_kib(server)
+            peak = server.rss_kib()
 
             async def all_received() -> bool:
                 count = await asyncio.to_thread(normal.ask, "count")

@@ -14,7 +14,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.conftest import ROOT, RedisServer, ServerFactory, free_port
+from bench.run import free_port
+from tests.conftest import ROOT, RedisServer, ServerFactory
 
 CONFIG = ROOT / "docs" / "deploy" / "nginx.conf"
 

@@ -12,7 +12,8 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
-from tests.conftest import ServerProcess, free_port
+from bench.run import free_port
+from tests.conftest import ServerProcess
 
 TOKEN = "fuzz-proof-token"
 EXAMPLES = 100
