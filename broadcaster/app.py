@@ -34,7 +34,6 @@ def create_app(settings: Settings, backend: Backend | None = None) -> web.Applic
         on_fanout=metrics.observe_fanout,
     )
     metrics.watch(broker)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
 
     app = web.Application()
     app.on_response_prepare.append(json_error_body)
