@@ -23,7 +23,9 @@ def _allowed_origin(request: web.BaseRequest) -> str | None:
 
 
 async def cors_headers(request: web.BaseRequest, response: web.StreamResponse) -> None:
-    """An `on_response_prepare` hook."""
+    """An `on_response_prepare` hook. With no allow-list, answers never vary by origin."""
+    if not isinstance(request, web.Request) or not request.app[SETTINGS].cors_origins:
+        return
     origin = _allowed_origin(request)
     response.headers.add("Vary", "Origin")
     if origin is not None:

@@ -106,7 +106,7 @@ async def _opening(
     Returns the bytes and the last replayed id, at or below which queued live
     frames are duplicates of the replay.
     """
-    head = sse.retry(retry_ms) + sse.comment("connected")
+    head = _preamble(retry_ms)
     if last_id is None:
         return head, None
     try:
@@ -119,6 +119,12 @@ async def _opening(
         return head + _resync(reason, replay.head), None
     frames = b"".join(event.frame.data for event in replay.events)
     return head + frames, replay.head
+
+
+@lru_cache(maxsize=8)
+def _preamble(retry_ms: int) -> bytes:
+    """Encoded once, not per connection."""
+    return sse.retry(retry_ms) + sse.comment("connected")
 
 
 def _resync(reason: str, head: EventId | None) -> bytes:
