@@ -61,9 +61,11 @@ def _backend(settings: Settings) -> Backend:
 
 def _add_routes(app: web.Application) -> None:
     root = pages.static_dir()
-    app.router.add_get("/", pages.index_handler(root))
+    app.router.add_get("/", pages.file_handler(root / "index.html"))
     app.router.add_static("/static/", root)
-    app.router.add_get("/openapi.yaml", pages.openapi_handler(pages.openapi_path()))
+    app.router.add_get(
+        "/openapi.yaml", pages.file_handler(pages.openapi_path(), "application/yaml")
+    )
     app.router.add_get("/events", stream.events)
     app.router.add_post("/publish", publish.publish)
     app.router.add_get("/healthz", status.healthz)

@@ -95,9 +95,9 @@ class Subscription:
                 self._waiter.set_result(None)
         return self._waiter
 
-    def write_directly_to(self, sink: Sink | None) -> None:
-        """Turn the fast path on (to `sink`) once the stream is caught up, or off."""
-        self._sink = sink
+    def go_direct(self) -> None:
+        """Turn the fast path on, once the stream has caught up with its replay."""
+        self._sink = self._transport
 
     def offer(self, frame: Frame) -> bool:
         """Deliver or queue `frame` without waiting; False when the backlog is full."""

@@ -16,13 +16,14 @@ import logging
 import secrets
 import threading
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from broadcaster.backends.base import BackendUnavailable
 from broadcaster.broker import Broker
-from broadcaster.importer import ImportFailed, Progress, detect_kind, import_file
+from broadcaster.importer import Imported, ImportFailed, Progress, detect_kind, import_file
 
 log = logging.getLogger("broadcaster.jobs")
 
@@ -109,9 +110,7 @@ class Jobs:
         self._jobs[job.id] = job
         self._forget_old()
         await self._publish_to(ANNOUNCE_TOPIC, "created", job)
-        task = asyncio.get_running_loop().create_task(self._run(job), name=f"job {job.id}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._track(self._run(job))
         log.info("Job %s queued: %s", job.id, filename)
         return job
 
@@ -137,7 +136,7 @@ class Jobs:
         log.info("Job %s %s: %s", job.id, job.status, job.error or f"{job.rows_done} rows")
         await self._publish(job, job.status)
 
-    def _import(self, job: Job, loop: asyncio.AbstractEventLoop) -> Any:
+    def _import(self, job: Job, loop: asyncio.AbstractEventLoop) -> Imported:
         """In the worker thread."""
         with job.upload.open("rb") as upload:
             kind = detect_kind(job.filename, upload.read(4096))
@@ -156,7 +155,11 @@ class Jobs:
         )
 
     def _publish_soon(self, job: Job) -> None:
-        task = asyncio.get_running_loop().create_task(self._publish(job, "progress"))
+        self._track(self._publish(job, "progress"))
+
+    def _track(self, work: Coroutine[Any, Any, None]) -> None:
+        """Keep a reference until done (the loop holds only weak ones); aclose waits."""
+        task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

@@ -75,11 +75,16 @@ async function publish(port, form) {
   }
   const headers = { "Content-Type": "application/json" };
   if (form.token.value) headers.Authorization = "Bearer " + form.token.value;
-  const result = $("publish-result");
+  await submit("/publish", { method: "POST", headers, body: JSON.stringify(body) },
+    $("publish-result"), (answer) => "published as " + answer.id);
+}
+
+// POST and show the outcome in `result`: `success(answer)`, or the API's error.
+async function submit(url, init, result, success) {
   try {
-    const resp = await fetch("/publish", { method: "POST", headers, body: JSON.stringify(body) });
+    const resp = await fetch(url, init);
     const answer = await resp.json();
-    result.textContent = resp.ok ? "published as " + answer.id : "error " + resp.status + ": " + answer.error;
+    result.textContent = resp.ok ? success(answer) : "error " + resp.status + ": " + answer.error;
     result.dataset.ok = String(resp.ok);
   } catch (err) {
     result.textContent = "error: " + err;
@@ -145,18 +150,9 @@ async function loadJobs() {
 }
 
 async function upload(form) {
-  const result = $("upload-result");
   const body = new FormData();
   body.append("file", form.file.files[0]);
-  try {
-    const resp = await fetch("/jobs", { method: "POST", body });
-    const answer = await resp.json();
-    result.textContent = resp.ok ? "job " + answer.id : "error " + resp.status + ": " + answer.error;
-    result.dataset.ok = String(resp.ok);
-  } catch (err) {
-    result.textContent = "error: " + err;
-    result.dataset.ok = "false";
-  }
+  await submit("/jobs", { method: "POST", body }, $("upload-result"), (answer) => "job " + answer.id);
 }
 
 async function main() {

@@ -46,7 +46,7 @@ STEPS = st.lists(
 async def run(steps: list[Step]) -> tuple[bytes, bytes, int]:
     socket = RecordingSocket()
     sub = Broker(MemoryBackend(0), queue_size=10_000).subscribe({"t"}, socket)
-    pump = asyncio.create_task(_pump(sub, RecordingResponse(socket), None, socket))  # type: ignore[arg-type]
+    pump = asyncio.create_task(_pump(sub, RecordingResponse(socket), None, True))  # type: ignore[arg-type]
     expected = bytearray()
     seq = 0
     for kind, arg in steps:

@@ -21,38 +21,33 @@ SECURITY_HEADERS = {
 }
 
 
-def static_dir() -> Path:
-    """Inside the package when installed from a wheel; at the top level in a checkout."""
-    here = Path(__file__).resolve().parent.parent
-    for candidate in (here / "static", here.parent / "static"):
-        if (candidate / "index.html").is_file():
+PACKAGE = Path(__file__).resolve().parent.parent
+
+
+def bundled(in_package: str, in_checkout: str) -> Path:
+    """A file or folder the wheel ships inside the package (see pyproject.toml);
+    in a checkout it sits at the top level instead."""
+    for candidate in (PACKAGE / in_package, PACKAGE.parent / in_checkout):
+        if candidate.exists():
             return candidate
-    raise FileNotFoundError("static/index.html is missing from the installation")
+    raise FileNotFoundError(f"{in_checkout} is missing from the installation")
+
+
+def static_dir() -> Path:
+    return bundled("static", "static")
 
 
 def openapi_path() -> Path:
-    """docs/openapi.yaml: shipped inside the package by the wheel, at the top in a checkout."""
-    here = Path(__file__).resolve().parent.parent
-    for candidate in (here / "openapi.yaml", here.parent / "docs" / "openapi.yaml"):
-        if candidate.is_file():
-            return candidate
-    raise FileNotFoundError("openapi.yaml is missing from the installation")
+    return bundled("openapi.yaml", "docs/openapi.yaml")
 
 
-def openapi_handler(path: Path) -> Handler:
-    async def openapi(request: web.Request) -> web.FileResponse:
-        return web.FileResponse(path, headers={"Content-Type": "application/yaml"})
+def file_handler(path: Path, content_type: str | None = None) -> Handler:
+    headers = {"Content-Type": content_type} if content_type else None
 
-    return openapi
+    async def serve(request: web.Request) -> web.FileResponse:
+        return web.FileResponse(path, headers=headers)
 
-
-def index_handler(root: Path) -> Handler:
-    page = root / "index.html"
-
-    async def index(request: web.Request) -> web.FileResponse:
-        return web.FileResponse(page)
-
-    return index
+    return serve
 
 
 async def security_headers(request: web.BaseRequest, response: web.StreamResponse) -> None:

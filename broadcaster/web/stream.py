@@ -11,7 +11,7 @@ from aiohttp import HttpVersion11, web
 from multidict import MultiMapping
 
 from broadcaster import sse
-from broadcaster.broker import END, Broker, Sink, Subscription
+from broadcaster.broker import END, Broker, Subscription
 from broadcaster.events import EventId, Frame
 from broadcaster.ticker import TOPIC as DEFAULT_TOPIC
 from broadcaster.topics import InvalidTopic, check_topic
@@ -81,7 +81,7 @@ async def events(request: web.Request) -> web.StreamResponse:
                 broker, settings.retry_ms, last_event_id(request), topics
             )
             await response.write(opening)
-            ending = await _pump(sub, response, after, _fast_path_sink(request, response))
+            ending = await _pump(sub, response, after, _can_go_direct(response))
         except ConnectionResetError:
             pass
         finally:
@@ -133,15 +133,13 @@ def _resync(reason: str, head: EventId | None) -> bytes:
     return sse.encode(data, id=None if head is None else str(head), event="resync")
 
 
-def _fast_path_sink(request: web.Request, response: web.StreamResponse) -> Sink | None:
-    """The socket, when the broker may write pre-framed HTTP chunks to it."""
-    if not response.chunked or response.compression:
-        return None
-    return request.transport
+def _can_go_direct(response: web.StreamResponse) -> bool:
+    """Whether the broker may write pre-framed HTTP chunks straight to the socket."""
+    return response.chunked and not response.compression
 
 
 async def _pump(
-    sub: Subscription, response: web.StreamResponse, after: EventId | None, sink: Sink | None
+    sub: Subscription, response: web.StreamResponse, after: EventId | None, direct: bool
 ) -> str:
     """Drain the queue, one write per wake-up, until END.
 
@@ -149,10 +147,10 @@ async def _pump(
     what lets the broker write straight to the socket whenever the queue is empty.
     """
     while True:
-        if after is None and sink is not None:
+        if after is None and direct:
             # Caught up with the replay: from here on, live frames may go direct.
-            sub.write_directly_to(sink)
-            sink = None
+            sub.go_direct()
+            direct = False
         while (queue := sub.queue) is None:
             await sub.backlog_created()
         batch = [await queue.get()]
