@@ -11,13 +11,11 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
-from broadcaster import client, gc_tuning, logs
+from broadcaster import client, gc_tuning, logs, server
 from broadcaster.app import create_app
 from broadcaster.config import Settings, SettingsError, add_arguments, from_namespace
 
 log = logging.getLogger("broadcaster")
-
-BACKLOG = 4096  # the default of 128 makes 10,000 connects take ~18 s instead of ~1 s
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -47,25 +45,26 @@ def serve(settings: Settings) -> None:
         log.warning("No publish token set: only loopback clients may publish")
     app = create_app(settings)
     app.on_startup.append(_tune_gc)
-    web.run_app(
-        app,
-        host=settings.host,
-        port=settings.port,
-        backlog=BACKLOG,
-        # Off by default in run_app: a client leaving an idle stream would stay
-        # subscribed until the next write. On, its handler is cancelled at once.
-        handler_cancellation=True,
-        # SO_KEEPALIVE probes start after the kernel's 2 h default; heartbeats find
-        # dead peers far sooner, and the setsockopt is 5% of the cost of a connect.
-        tcp_keepalive=False,
-        shutdown_timeout=settings.shutdown_timeout,
-        # aiohttp closes a connection that has not sent a complete request by this
-        # deadline: what bounds slowloris clients and half-open connections.
-        keepalive_timeout=settings.idle_timeout,
-        access_log_class=logs.AccessLogger,
-        print=lambda text: log.info("%s", " ".join(str(text).replace("=", "").split())),
-        loop=_new_loop(),
-    )
+    with asyncio.Runner(loop_factory=_new_loop) as runner:
+        runner.run(
+            server.serve(
+                app,
+                settings,
+                # Off by default in aiohttp: a client leaving an idle stream would
+                # stay subscribed until the next write. On, its handler is
+                # cancelled at once.
+                handler_cancellation=True,
+                # SO_KEEPALIVE probes start after the kernel's 2 h default;
+                # heartbeats find dead peers far sooner, and the setsockopt is 5%
+                # of the cost of a connect.
+                tcp_keepalive=False,
+                # aiohttp closes a connection that has not sent a complete request
+                # by this deadline: what bounds slowloris clients and half-open
+                # connections.
+                keepalive_timeout=settings.idle_timeout,
+                access_log_class=logs.AccessLogger,
+            )
+        )
 
 
 async def _tune_gc(app: web.Application) -> None:

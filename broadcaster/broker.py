@@ -59,11 +59,17 @@ class Subscription:
     """
 
     __slots__ = (
-        "_broker", "_queue", "_queue_size", "_sink", "_transport", "_waiter", "evicted", "topics",
+        "_broker", "_on_backlog", "_queue", "_queue_size", "_sink", "_transport", "_waiter",
+        "evicted", "topics",
     )  # fmt: skip
 
     def __init__(
-        self, broker: Broker, topics: frozenset[str], queue_size: int, transport: Sink | None
+        self,
+        broker: Broker,
+        topics: frozenset[str],
+        queue_size: int,
+        transport: Sink | None,
+        on_backlog: Callable[[], None] | None = None,
     ) -> None:
         self.topics = topics
         self.evicted = False
@@ -73,6 +79,7 @@ class Subscription:
         self._waiter: asyncio.Future[None] | None = None
         self._transport = transport
         self._sink: Sink | None = None
+        self._on_backlog = on_backlog
 
     def __enter__(self) -> Subscription:
         self._broker._add(self)
@@ -123,11 +130,21 @@ class Subscription:
             queue = self._queue = asyncio.Queue(self._queue_size)
             if self._waiter is not None and not self._waiter.done():
                 self._waiter.set_result(None)
+        was_empty = queue.empty()
         try:
             queue.put_nowait(frame)
         except asyncio.QueueFull:
             return False
+        if was_empty and self._on_backlog is not None:
+            self._on_backlog()
         return True
+
+    def take_all(self) -> list[Frame]:
+        """Empty the backlog, oldest first, without waiting."""
+        queue, frames = self._queue, []
+        while queue is not None and not queue.empty():
+            frames.append(queue.get_nowait())
+        return frames
 
     def evict(self) -> None:
         self.evicted = True
@@ -175,12 +192,19 @@ class Broker:
     async def start(self) -> None:
         await self.backend.start(self._deliver)
 
-    def subscribe(self, topics: Collection[str], transport: Sink | None = None) -> Subscription:
+    def subscribe(
+        self,
+        topics: Collection[str],
+        transport: Sink | None = None,
+        on_backlog: Callable[[], None] | None = None,
+    ) -> Subscription:
         """A subscriber, registered for the duration of a `with` block.
 
-        `transport` is the client's socket: eviction aborts it.
+        `transport` is the client's socket: eviction aborts it. `on_backlog` is
+        called whenever the backlog goes from empty to not empty, for a stream
+        that drains it from callbacks rather than from a task.
         """
-        return Subscription(self, frozenset(topics), self._queue_size, transport)
+        return Subscription(self, frozenset(topics), self._queue_size, transport, on_backlog)
 
     async def publish(self, topic: str, data: str, type: str | None = None) -> Event:
         return await self.backend.publish(topic, data, type)

@@ -6,6 +6,8 @@ still applies). No wildcard: the allow-list names every origin.
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from aiohttp import web
 
 from broadcaster.web.errors import ApiError
@@ -22,15 +24,22 @@ def _allowed_origin(request: web.BaseRequest) -> str | None:
     return origin if origin in allowed else None
 
 
+def response_headers(origin: str | None, allowed: Collection[str]) -> list[tuple[str, str]]:
+    """The CORS headers of any answer. With no allow-list, answers never vary by origin."""
+    if not allowed:
+        return []
+    headers = [("Vary", "Origin")]
+    if origin is not None and origin in allowed:
+        headers.append(("Access-Control-Allow-Origin", origin))
+        headers.append(("Access-Control-Expose-Headers", "Location"))
+    return headers
+
+
 async def cors_headers(request: web.BaseRequest, response: web.StreamResponse) -> None:
-    """An `on_response_prepare` hook. With no allow-list, answers never vary by origin."""
-    if not isinstance(request, web.Request) or not request.app[SETTINGS].cors_origins:
-        return
-    origin = _allowed_origin(request)
-    response.headers.add("Vary", "Origin")
-    if origin is not None:
-        response.headers["Access-Control-Allow-Origin"] = origin
-        response.headers["Access-Control-Expose-Headers"] = "Location"
+    """An `on_response_prepare` hook."""
+    if isinstance(request, web.Request):
+        allowed = request.app[SETTINGS].cors_origins
+        response.headers.extend(response_headers(request.headers.get("Origin"), allowed))
 
 
 async def preflight(request: web.Request) -> web.Response:

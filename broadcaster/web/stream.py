@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Mapping
 from functools import lru_cache
 
 from aiohttp import HttpVersion11, web
@@ -12,6 +13,7 @@ from multidict import MultiMapping
 
 from broadcaster import sse
 from broadcaster.broker import END, Broker, Subscription
+from broadcaster.config import Settings
 from broadcaster.events import EventId, Frame
 from broadcaster.ticker import TOPIC as DEFAULT_TOPIC
 from broadcaster.topics import InvalidTopic, check_topic
@@ -53,23 +55,30 @@ def _shared(names: tuple[str, ...]) -> frozenset[str]:
     return frozenset(names)
 
 
-def last_event_id(request: web.Request) -> str | None:
-    """The header wins; `?lastEventId=` is for clients that cannot set headers."""
-    return request.headers.get("Last-Event-ID") or request.query.get("lastEventId") or None
-
-
-async def events(request: web.Request) -> web.StreamResponse:
-    broker, settings = request.app[BROKER], request.app[SETTINGS]
-    topics = topics_from_query(request.query, settings.max_topics, settings.max_topic_length)
+def check_capacity(broker: Broker, settings: Settings) -> None:
     if broker.clients >= settings.max_clients:
         raise ApiError(
             503,
             f"server is at its limit of {settings.max_clients} clients; retry later",
             {"Retry-After": RETRY_AFTER_SECONDS},
         )
+
+
+def last_event_id(headers: Mapping[str, str], query: Mapping[str, str]) -> str | None:
+    """The header wins; `?lastEventId=` is for clients that cannot set headers."""
+    return headers.get("Last-Event-ID") or query.get("lastEventId") or None
+
+
+async def events(request: web.Request) -> web.StreamResponse:
+    broker, settings = request.app[BROKER], request.app[SETTINGS]
+    topics = topics_from_query(request.query, settings.max_topics, settings.max_topic_length)
+    check_capacity(broker, settings)
     response = EventStreamResponse(headers=HEADERS)
     # A finished stream's connection is never reused: EventSource opens a new one.
     response.force_close()
+    if request.method == "HEAD":
+        await response.prepare(request)
+        return response
     if request.version >= HttpVersion11:
         response.enable_chunked_encoding()
     started = asyncio.get_running_loop().time()
@@ -77,28 +86,33 @@ async def events(request: web.Request) -> web.StreamResponse:
     with broker.subscribe(topics, request.transport) as sub:
         try:
             await response.prepare(request)
-            opening, after = await _opening(
-                broker, settings.retry_ms, last_event_id(request), topics
+            first, after = await opening(
+                broker, settings.retry_ms, last_event_id(request.headers, request.query), topics
             )
-            await response.write(opening)
+            await response.write(first)
             ending = await _pump(sub, response, after, _can_go_direct(response))
         except ConnectionResetError:
             pass
         finally:
             elapsed = asyncio.get_running_loop().time() - started
-            ending = "evicted" if sub.evicted else ending
-            log.info(
-                '%s "%s %s" stream ended after %.3fs: %s',
-                request.remote,
-                request.method,
-                request.path_qs,
-                elapsed,
-                ending,
-            )
+            log_end(request.remote, request.method, request.path_qs, elapsed, sub, ending)
     return response
 
 
-async def _opening(
+def log_end(
+    remote: str | None, method: str, path_qs: str, elapsed: float, sub: Subscription, ending: str
+) -> None:
+    log.info(
+        '%s "%s %s" stream ended after %.3fs: %s',
+        remote,
+        method,
+        path_qs,
+        elapsed,
+        "evicted" if sub.evicted else ending,
+    )
+
+
+async def opening(
     broker: Broker, retry_ms: int, last_id: str | None, topics: frozenset[str]
 ) -> tuple[bytes, EventId | None]:
     """The first write: retry and a comment (so `onopen` fires now), then replay.
@@ -106,7 +120,7 @@ async def _opening(
     Returns the bytes and the last replayed id, at or below which queued live
     frames are duplicates of the replay.
     """
-    head = _preamble(retry_ms)
+    head = preamble(retry_ms)
     if last_id is None:
         return head, None
     try:
@@ -122,7 +136,7 @@ async def _opening(
 
 
 @lru_cache(maxsize=8)
-def _preamble(retry_ms: int) -> bytes:
+def preamble(retry_ms: int) -> bytes:
     """Encoded once, not per connection."""
     return sse.retry(retry_ms) + sse.comment("connected")
 
@@ -153,23 +167,25 @@ async def _pump(
             direct = False
         while (queue := sub.queue) is None:
             await sub.backlog_created()
-        batch = [await queue.get()]
-        while not queue.empty():
-            batch.append(queue.get_nowait())
+        batch = [await queue.get(), *sub.take_all()]
         if after is not None:
-            batch, after = _skip_replayed(batch, after)
-        chunks: list[memoryview] = []
-        for frame in batch:
-            if frame is END:
-                if chunks:
-                    await response.write(b"".join(chunks))
-                return "server shutdown"
-            chunks.append(frame.data)
-        if chunks:
-            await response.write(b"".join(chunks))
+            batch, after = skip_replayed(batch, after)
+        frames, ended = until_end(batch)
+        if frames:
+            await response.write(b"".join(frame.data for frame in frames))
+        if ended:
+            return "server shutdown"
 
 
-def _skip_replayed(batch: list[Frame], after: EventId) -> tuple[list[Frame], EventId | None]:
+def until_end(batch: list[Frame]) -> tuple[list[Frame], bool]:
+    """The frames before END, and whether END came."""
+    for index, frame in enumerate(batch):
+        if frame is END:
+            return batch[:index], True
+    return batch, False
+
+
+def skip_replayed(batch: list[Frame], after: EventId) -> tuple[list[Frame], EventId | None]:
     """Drop frames already sent by the replay; stop checking once past it."""
     frames = [part for frame in batch for part in (frame.parts or (frame,))]
     kept = [f for f in frames if f.id is None or f.id > after]

@@ -1,0 +1,329 @@
+"""The front door: a fresh connection whose first request is a plain `GET /events`
+is streamed from here; every other connection is handed to aiohttp untouched.
+
+Why: aiohttp's request machinery (its protocol, request, response and handler
+task) costs about 240 µs of a core per connection here, so 10,000 clients took
+2.5 s to connect, and a minimal aiohttp handler was no faster. A stream needs
+none of it: it is one request, one write of headers, then frames straight to
+the socket. Here a stream costs a parse by aiohttp's own C parser, one write and
+a subscription, with no task, request or response object behind it (see
+docs/PERFORMANCE.md).
+
+Only the plain success case is served here: a complete `GET /events` HTTP/1.1
+head in the first read, with nothing after it, valid topics and room under
+`--max-clients`. Anything else (another path or method, HTTP/1.0, a body, a
+request split across reads, bad topics, the client limit, a keep-alive
+connection's later requests) goes to aiohttp with the bytes read so far, and
+aiohttp answers exactly as it would have, errors included. The aiohttp handler
+in `stream.py` stays the reference, and both share their parts with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass
+from email.utils import formatdate
+from typing import cast
+
+from aiohttp import web
+from aiohttp.http import (
+    SERVER_SOFTWARE,
+    HttpProcessingError,
+    HttpRequestParser,
+    HttpVersion11,
+    RawRequestMessage,
+)
+
+from broadcaster.broker import HIGH_WATER, Broker, Subscription
+from broadcaster.config import Settings
+from broadcaster.events import EventId, Frame
+from broadcaster.web import cors, stream
+from broadcaster.web.errors import ApiError
+from broadcaster.web.keys import BROKER, SETTINGS
+
+PREFIX = b"GET /events"
+HEAD_END = b"\r\n\r\n"
+LAST_CHUNK = b"0\r\n\r\n"
+# aiohttp's own limits, so that whatever aiohttp would refuse is handed to it to refuse.
+MAX_LINE_SIZE = MAX_FIELD_SIZE = 8190
+MAX_HEADERS = 128
+BODY_HEADERS = ("Content-Length", "Transfer-Encoding", "Expect", "Upgrade")
+
+
+@dataclass(frozen=True, slots=True)
+class StreamRequest:
+    """What the front door needs from a request it serves itself."""
+
+    topics: frozenset[str]
+    last_id: str | None
+    origin: str | None
+    path_qs: str
+
+
+class FrontDoor:
+    """The protocol factory for the listening socket: one per server."""
+
+    def __init__(self, app: web.Application, aiohttp_protocol: Callable[[], asyncio.Protocol]):
+        self.broker: Broker = app[BROKER]
+        self.settings: Settings = app[SETTINGS]
+        self.hand_off_to = aiohttp_protocol
+        self.streams: set[StreamProtocol] = set()
+        self._heads = ResponseHead(self.settings.cors_origins)
+        self._all_closed: asyncio.Event | None = None
+
+    def __call__(self) -> StreamProtocol:
+        return StreamProtocol(self)
+
+    def accept(self, data: bytes) -> StreamRequest | None:
+        """The request, when `data` is exactly one plain `GET /events` head that
+        aiohttp would answer with a stream; None for anything else."""
+        if not data.startswith(PREFIX) or data.find(HEAD_END) != len(data) - len(HEAD_END):
+            return None
+        message = _parse(data)
+        if message is None or not _plain_get_events(message):
+            return None
+        settings = self.settings
+        try:
+            topics = stream.topics_from_query(
+                message.url.query, settings.max_topics, settings.max_topic_length
+            )
+            stream.check_capacity(self.broker, settings)
+        except ApiError:
+            return None
+        last_id = stream.last_event_id(message.headers, message.url.query)
+        origin = message.headers.get("Origin")
+        return StreamRequest(topics, last_id, origin, message.path)
+
+    def head(self, origin: str | None) -> bytes:
+        return self._heads.render(origin)
+
+    def opened(self, protocol: StreamProtocol) -> None:
+        self.streams.add(protocol)
+
+    def closed(self, protocol: StreamProtocol) -> None:
+        self.streams.discard(protocol)
+        if not self.streams and self._all_closed is not None:
+            self._all_closed.set()
+
+    async def wait_closed(self, grace: float) -> None:
+        """After the broker has ended every stream: wait for their last bytes to
+        leave, then cut whatever is still open (a client that stopped reading)."""
+        if self.streams:
+            self._all_closed = asyncio.Event()
+            try:
+                async with asyncio.timeout(grace):
+                    await self._all_closed.wait()
+            except TimeoutError:
+                for protocol in list(self.streams):
+                    protocol.abort()
+
+
+def _parse(data: bytes) -> RawRequestMessage | None:
+    parser = HttpRequestParser(
+        None, asyncio.get_running_loop(), 2**16,
+        max_line_size=MAX_LINE_SIZE, max_headers=MAX_HEADERS, max_field_size=MAX_FIELD_SIZE,
+    )  # fmt: skip
+    try:
+        messages, _, _ = parser.feed_data(data)
+    except (HttpProcessingError, ValueError):
+        return None
+    return messages[0][0] if len(messages) == 1 else None
+
+
+def _plain_get_events(message: RawRequestMessage) -> bool:
+    return (
+        message.method == "GET"
+        and message.version == HttpVersion11
+        and message.url.path == "/events"
+        and not message.upgrade
+        and not message.chunked
+        and not any(name in message.headers for name in BODY_HEADERS)
+    )
+
+
+class ResponseHead:
+    """The status line and headers of a stream, as aiohttp would write them."""
+
+    def __init__(self, cors_origins: Collection[str]) -> None:
+        self._cors_origins = cors_origins
+        self._start = _lines(("HTTP/1.1 200 OK",), stream.HEADERS.items())
+        self._second = -1
+        self._end = b""
+
+    def render(self, origin: str | None) -> bytes:
+        now = int(time.time())
+        if now != self._second:
+            self._second = now
+            self._end = _lines(
+                (),
+                (
+                    ("Transfer-Encoding", "chunked"),
+                    ("Date", formatdate(now, usegmt=True)),
+                    ("Server", SERVER_SOFTWARE),
+                    ("Connection", "close"),
+                ),
+            )
+        if not self._cors_origins:
+            return self._start + self._end + b"\r\n"
+        extra = _lines((), cors.response_headers(origin, self._cors_origins))
+        return self._start + extra + self._end + b"\r\n"
+
+
+def _lines(first: tuple[str, ...], headers: Iterable[tuple[str, str]]) -> bytes:
+    lines = [*first, *(f"{name}: {value}" for name, value in headers)]
+    return "".join(f"{line}\r\n" for line in lines).encode()
+
+
+class StreamProtocol(asyncio.Protocol):
+    """One connection: sniffed on its first read, then either streamed here or
+    handed to aiohttp.
+
+    A stream drains its backlog from transport callbacks instead of a task: the
+    broker writes straight to the socket while the client keeps up; when it
+    falls behind, frames queue and `resume_writing` (or, for the last frames
+    at shutdown, a scheduled call) writes them in one go. Order is kept the way
+    `Subscription` describes, since a drain writes everything it takes before
+    anything else runs.
+    """
+
+    __slots__ = (
+        "_after", "_door", "_drain_due", "_ending", "_opened", "_path_qs", "_paused",
+        "_remote", "_replay", "_started", "_sub", "_timer", "_transport",
+    )  # fmt: skip
+
+    def __init__(self, door: FrontDoor) -> None:
+        self._door = door
+        self._transport: asyncio.Transport | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._sub: Subscription | None = None
+        self._replay: asyncio.Task[None] | None = None
+        self._after: EventId | None = None
+        self._opened = self._paused = self._drain_due = False
+        self._ending = "client disconnected"
+        self._path_qs = ""
+        self._remote = "-"
+        self._started = 0.0
+
+    # Sniffing
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not `asyncio.Transport` subclasses, only alike.
+        self._transport = transport = cast(asyncio.Transport, transport)
+        # A connection that never sends a request is closed at the idle timeout,
+        # as aiohttp closes one that never completes its request.
+        self._timer = asyncio.get_running_loop().call_later(
+            self._door.settings.idle_timeout, transport.close
+        )
+
+    def data_received(self, data: bytes) -> None:
+        if self._sub is not None:
+            return  # after a stream's request, nothing the client sends matters
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        request = self._door.accept(data)
+        if request is None:
+            self._hand_off(data)
+        else:
+            self._start(request)
+
+    def _hand_off(self, data: bytes) -> None:
+        transport = self._transport
+        assert transport is not None
+        protocol = self._door.hand_off_to()
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+        protocol.data_received(data)
+        self._transport = None
+
+    # Streaming
+
+    def _start(self, request: StreamRequest) -> None:
+        transport, door = self._transport, self._door
+        assert transport is not None
+        loop = asyncio.get_running_loop()
+        self._started = loop.time()
+        self._path_qs = request.path_qs
+        if stream.log.isEnabledFor(logging.INFO):
+            self._remote = _remote(transport)
+        # Pausing exactly where the broker stops writing direct means a backlog
+        # always ends with `resume_writing`.
+        transport.set_write_buffer_limits(high=HIGH_WATER)
+        self._sub = door.broker.subscribe(request.topics, transport, self._backlog).__enter__()
+        door.opened(self)
+        head = door.head(request.origin)
+        if request.last_id is None:
+            self._open(head + Frame.of(stream.preamble(door.settings.retry_ms)).chunk, None)
+        else:
+            self._replay = loop.create_task(self._replay_then_open(head, request))
+
+    async def _replay_then_open(self, head: bytes, request: StreamRequest) -> None:
+        opening, after = await stream.opening(
+            self._door.broker, self._door.settings.retry_ms, request.last_id, request.topics
+        )
+        self._open(head + Frame.of(opening).chunk, after)
+
+    def _open(self, first_write: bytes, after: EventId | None) -> None:
+        assert self._transport is not None
+        self._transport.write(first_write)
+        self._opened, self._after = True, after
+        # Whatever queued meanwhile (live frames during a replay, or the end of
+        # the stream when the server is already shutting down).
+        self._drain()
+
+    def _backlog(self) -> None:
+        if self._opened and not self._paused and not self._drain_due:
+            self._drain_due = True
+            asyncio.get_running_loop().call_soon(self._drain)
+
+    def _drain(self) -> None:
+        self._drain_due = False
+        transport, sub = self._transport, self._sub
+        if self._paused or transport is None or sub is None or transport.is_closing():
+            return
+        frames = sub.take_all()
+        if self._after is not None:
+            frames, self._after = stream.skip_replayed(frames, self._after)
+        frames, ended = stream.until_end(frames)
+        data = b"".join([frame.chunk for frame in frames] + ([LAST_CHUNK] if ended else []))
+        if data:
+            transport.write(data)
+        if ended:
+            self._ending = "server shutdown"
+            transport.close()
+        elif self._after is None:
+            sub.go_direct()
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        self._drain()
+
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._replay is not None:
+            self._replay.cancel()
+        # The subscription holds `_backlog`, and so this protocol: dropping both
+        # references lets reference counting free the pair now, not the collector.
+        sub, self._sub, self._transport, self._timer = self._sub, None, None, None
+        if sub is None:
+            return
+        sub.__exit__(None, None, None)
+        self._door.closed(self)
+        elapsed = asyncio.get_running_loop().time() - self._started
+        stream.log_end(self._remote, "GET", self._path_qs, elapsed, sub, self._ending)
+
+
+def _remote(transport: asyncio.Transport) -> str:
+    peer = transport.get_extra_info("peername")
+    return str(peer[0]) if peer else "-"
