@@ -18,9 +18,11 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from bench.run import free_port
 from broadcaster.broker import HIGH_WATER
+from broadcaster.server import BACKLOG, FrontDoorSite
 from broadcaster.sse_parser import ServerEvent, SSEParser
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -199,6 +201,21 @@ async def open_stream(
     async with session.get(url, headers=headers) as response:
         assert response.status == 200, await response.text()
         yield Stream(response)
+
+
+@asynccontextmanager
+async def front_door(app: web.Application) -> AsyncIterator[FrontDoorSite]:
+    """`app` served in this process as `python -m broadcaster` serves it: fresh
+    connections meet the front door (aiohttp's TestServer would bypass it)."""
+    runner = web.AppRunner(app, handler_cancellation=True)
+    await runner.setup()
+    site = FrontDoorSite(runner, "127.0.0.1", free_port(), BACKLOG)
+    await site.start()
+    try:
+        yield site
+    finally:
+        await runner.cleanup()
+        await site.door.wait_closed(1.0)
 
 
 async def wait_for(condition: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:

@@ -1,19 +1,28 @@
 """Replay as a property: however publishing interleaves with drops and reconnects,
-the client ends with exactly the published sequence of its topics."""
+the client ends with exactly the published sequence of its topics.
+
+It runs twice: through aiohttp's handler (`stream.events`), and through the
+front door that `python -m broadcaster` puts before it, which serves a fresh
+connection's `GET /events` itself."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
-from aiohttp.test_utils import TestClient, TestServer
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from broadcaster.app import create_app
 from broadcaster.config import Settings
+from broadcaster.web.front_door import FrontDoor
 from broadcaster.web.keys import BROKER
-from tests.conftest import Stream
+from tests.conftest import Stream, front_door
 
 MINE = ("a", "b")
 TOPICS = ("a", "b", "other")
@@ -32,7 +41,9 @@ OPS = st.lists(
 
 @dataclass
 class Client:
-    http: TestClient  # type: ignore[type-arg]
+    http: aiohttp.ClientSession
+    app: aiohttp.web.Application
+    door: FrontDoor | None
     stream: Stream | None = None
     published: list[str] = field(default_factory=list)
     received: list[str] = field(default_factory=list)
@@ -43,9 +54,11 @@ class Client:
         query = "&".join(f"topic={t}" for t in MINE)
         headers = {"Last-Event-ID": self.received[-1]} if self.received else {}
         self.stream = Stream(await self.http.get(f"/events?{query}", headers=headers))
+        # The path under test is the one that served the stream.
+        assert self.door is None or len(self.door.streams) == 1
 
     async def publish(self, topic: str) -> None:
-        event = await self.http.app[BROKER].publish(topic, f"on {topic}")
+        event = await self.app[BROKER].publish(topic, f"on {topic}")
         if topic in MINE:
             self.published.append(str(event.id))
 
@@ -57,10 +70,19 @@ class Client:
         self.received += [e.id for e in events]
 
 
-async def run(ops: list[Op]) -> Client:
+@asynccontextmanager
+async def serving(path: str) -> AsyncIterator[Client]:
     app = create_app(Settings(tick_interval=3600, heartbeat_interval=3600, history=1000))
-    async with TestClient(TestServer(app)) as http:
-        client = Client(http)
+    if path == "aiohttp":
+        async with TestServer(app) as server, aiohttp.ClientSession(server.make_url("")) as http:
+            yield Client(http, app, None)
+    else:
+        async with front_door(app) as site, aiohttp.ClientSession(site.name) as http:
+            yield Client(http, app, site.door)
+
+
+async def run(path: str, ops: list[Op]) -> Client:
+    async with serving(path) as client:
         await client.connect()
         await client.publish("a")  # so the client always has an id to resume from
         await client.read(1)
@@ -79,8 +101,9 @@ async def run(ops: list[Op]) -> Client:
         return client
 
 
+@pytest.mark.parametrize("path", ["aiohttp", "front door"])
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(ops=OPS)
-def test_no_gap_no_duplicate_in_order(ops: list[Op]) -> None:
-    client = asyncio.run(run(ops))
+def test_no_gap_no_duplicate_in_order(path: str, ops: list[Op]) -> None:
+    client = asyncio.run(run(path, ops))
     assert client.received == client.published

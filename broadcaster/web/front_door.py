@@ -169,7 +169,7 @@ class ResponseHead:
         if not self._cors_origins:
             return self._start + self._end + b"\r\n"
         extra = _lines((), cors.response_headers(origin, self._cors_origins))
-        return self._start + extra + self._end + b"\r\n"
+        return self._start + self._end + extra + b"\r\n"
 
 
 def _lines(first: tuple[str, ...], headers: Iterable[tuple[str, str]]) -> bytes:

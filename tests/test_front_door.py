@@ -1,0 +1,191 @@
+"""The front door: what it serves itself is what aiohttp would have served, and
+everything else reaches aiohttp intact.
+
+The unit tests drive the real `StreamProtocol` with a transport stand-in; the
+wire tests run `python -m broadcaster`, whose fresh connections meet the front
+door, against a kept-alive connection, whose later requests aiohttp serves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+import time
+
+import pytest
+
+from broadcaster.app import SHUTDOWN
+from tests.conftest import ServerFactory, ServerProcess
+from tests.protocol_kit import Handoff, RecordingTransport, connect, door, get
+
+DATE = re.compile(rb"Date: [^\r]*\r\n")
+HEALTH = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+async def test_a_plain_request_streams_and_ends_with_the_last_chunk() -> None:
+    async with door() as front:
+        _, transport = connect(front, get())
+        await front.broker.publish("t", "one")
+        front.broker.close_all(SHUTDOWN)
+        await asyncio.sleep(0)
+        body, ended = transport.body()
+    assert ended
+    assert transport.closed
+    assert body.startswith(b"retry: 2000\n\n: connected\n\n")
+    assert body.index(b"data: one\n") < body.index(b"event: shutdown")
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"POST /events HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+        b"GET /events HTTP/1.0\r\n\r\n",
+        b"GET /events/ HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /eventsource HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"HEAD /events HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /events HTTP/1.1\r\nHost: x\r\n",  # not complete yet
+        get() + b"GET /healthz HTTP/1.1\r\n\r\n",  # pipelined
+        get(extra="Content-Length: 3\r\n") + b"abc",
+        get(extra="Transfer-Encoding: chunked\r\n"),
+        get(extra="Upgrade: websocket\r\nConnection: upgrade\r\n"),
+        get("topic=no%20spaces"),
+        get("topic=" + "x" * 65),
+        b"GET /events HTTP/1.1\r\nBad Header\r\n\r\n",
+        b"GET /events?" + b"a" * 9000 + b" HTTP/1.1\r\n\r\n",
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
+    ],
+    ids=[
+        "POST", "HTTP/1.0", "trailing slash", "longer path", "HEAD", "incomplete head",
+        "pipelined", "body", "chunked body", "upgrade", "bad topic", "long topic",
+        "malformed header", "over-long line", "TLS hello",
+    ],
+)  # fmt: skip
+async def test_anything_but_the_plain_case_goes_to_aiohttp_byte_for_byte(
+    request_bytes: bytes,
+) -> None:
+    async with door() as front:
+        protocol, transport = connect(front, request_bytes)
+        assert isinstance(transport.handed_to, Handoff)
+        assert transport.handed_to.received == request_bytes
+        assert transport.wire == b""
+        assert front.broker.clients == 0
+        protocol.connection_lost(None)
+
+
+async def test_at_the_client_limit_aiohttp_answers() -> None:
+    async with door(max_clients=1) as front:
+        connect(front, get())
+        _, second = connect(front, get())
+        assert isinstance(second.handed_to, Handoff)
+        assert front.broker.clients == 1
+
+
+async def test_a_disconnect_unsubscribes_and_frees_the_protocol() -> None:
+    async with door() as front:
+        protocol, _ = connect(front, get())
+        assert front.broker.clients == 1
+        assert front.streams == {protocol}
+        protocol.connection_lost(None)
+        assert front.broker.clients == 0
+        assert not front.streams
+
+
+async def test_frames_published_during_a_replay_are_sent_once() -> None:
+    """Between the subscription and the replay, a live frame is both queued and
+    in the history: the stream must send it once, in order."""
+    async with door(history=100) as front:
+        first = await front.broker.publish("t", "before")
+        _, transport = connect(front, get(extra=f"Last-Event-ID: {first.id}\r\n"))
+        # Published before the replay task has run: queued, and in the history too.
+        await front.broker.publish("t", "during")
+        front.broker.flush()
+        for _ in range(5):
+            await asyncio.sleep(0)
+        await front.broker.publish("t", "after")
+        await asyncio.sleep(0)
+        body, _ = transport.body()
+    assert body.count(b"data: during\n") == 1
+    assert body.index(b"data: during\n") < body.index(b"data: after\n")
+    assert b"data: before\n" not in body
+
+
+async def test_a_silent_connection_is_closed_at_the_idle_timeout() -> None:
+    async with door(idle_timeout=0.05) as front:
+        transport = RecordingTransport()
+        protocol = front()
+        protocol.connection_made(transport)  # type: ignore[arg-type]
+        async with asyncio.timeout(2):
+            while not transport.closed:
+                await asyncio.sleep(0.01)
+        protocol.connection_lost(None)
+
+
+# On the wire, against the real process.
+
+
+def exchange(port: int, requests: list[bytes], wait: float = 0.3) -> list[bytes]:
+    """Send each request on one connection, reading what came back after each."""
+    answers = []
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.settimeout(wait)
+        for request in requests:
+            sock.sendall(request)
+            answers.append(_read_for(sock, wait))
+    return answers
+
+
+def _read_for(sock: socket.socket, seconds: float) -> bytes:
+    got, deadline = bytearray(), time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            data = sock.recv(65536)
+        except TimeoutError:
+            break
+        if not data:
+            break
+        got += data
+    return bytes(got)
+
+
+@pytest.fixture
+def server(server_process: ServerFactory) -> ServerProcess:
+    return server_process(
+        "--tick-interval", "3600", "--cors-origins", "http://allowed.example",
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "extra",
+    ["", "Origin: http://allowed.example\r\n", "Origin: http://other.example\r\n"],
+    ids=["no origin", "allowed origin", "other origin"],
+)
+def test_the_front_door_writes_what_aiohttp_writes(server: ServerProcess, extra: str) -> None:
+    request = get("topic=a&topic=b", extra)
+    (fresh,) = exchange(server.port, [request])
+    # After a first request on a kept-alive connection, aiohttp serves the stream.
+    health, kept_alive = exchange(server.port, [HEALTH, request])
+    assert health.startswith(b"HTTP/1.1 200 OK")
+    assert fresh.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert DATE.sub(b"", fresh) == DATE.sub(b"", kept_alive)
+    assert (b"Access-Control-Allow-Origin: http://allowed.example" in fresh) == ("allowed" in extra)
+
+
+def test_requests_the_front_door_declines_get_aiohttp_answers(server: ServerProcess) -> None:
+    cases = {
+        b"POST /events HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n": b"405",
+        get("topic=no%20spaces"): b"400",
+        b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n": b"404",
+    }
+    for request, status in cases.items():
+        (answer,) = exchange(server.port, [request])
+        assert answer.split(b" ", 2)[1] == status, (request, answer[:200])
+        assert b'"error"' in answer
+    # aiohttp answers a request it cannot parse itself, before the app sees it.
+    (malformed,) = exchange(server.port, [b"GET /events HTTP/1.1\r\nBad Header\r\n\r\n"])
+    assert malformed.split(b" ", 2)[1] == b"400"
+    assert b"Invalid header token" in malformed
+    (head,) = exchange(server.port, [b"HEAD /events HTTP/1.1\r\nHost: x\r\n\r\n"])
+    assert head.startswith(b"HTTP/1.1 200 OK")
+    assert head.endswith(b"\r\n\r\n")
+    assert "Traceback" not in server.log()
