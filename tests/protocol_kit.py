@@ -61,9 +61,16 @@ class RecordingTransport:
 
     def close(self) -> None:
         self.closed = True
+        self._lost()
 
     def abort(self) -> None:
         self.aborted = True
+        self._lost()
+
+    def _lost(self) -> None:
+        # As a real transport does: the protocol hears of it on a later iteration.
+        if self.protocol is not None and self.handed_to is None:
+            asyncio.get_running_loop().call_soon(self.protocol.connection_lost, None)
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return ("127.0.0.1", 1) if name == "peername" else default

@@ -110,6 +110,32 @@ async def test_frames_published_during_a_replay_are_sent_once() -> None:
     assert b"data: before\n" not in body
 
 
+async def test_shutdown_ends_streams_and_closes_silent_connections() -> None:
+    async with door() as front:
+        _, streaming = connect(front, get())
+        silent = RecordingTransport()
+        silent.protocol = front()
+        silent.protocol.connection_made(silent)
+        front.broker.close_all(SHUTDOWN)
+        async with asyncio.timeout(2):
+            await front.wait_closed(1.0)
+        assert streaming.closed
+        assert not streaming.aborted
+        assert streaming.body()[1]
+        assert silent.closed
+        assert not front.streams
+        assert not front.sniffing
+
+
+async def test_shutdown_cuts_a_stream_that_will_not_flush() -> None:
+    async with door() as front:
+        _, stalled = connect(front, get())
+        stalled.set_buffer(full=True, pause=True)
+        front.broker.close_all(SHUTDOWN)
+        await front.wait_closed(0.05)
+        assert stalled.aborted
+
+
 async def test_a_silent_connection_is_closed_at_the_idle_timeout() -> None:
     async with door(idle_timeout=0.05) as front:
         transport = RecordingTransport()

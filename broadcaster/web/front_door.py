@@ -70,6 +70,7 @@ class FrontDoor:
         self.broker: Broker = app[BROKER]
         self.settings: Settings = app[SETTINGS]
         self.hand_off_to = aiohttp_protocol
+        self.sniffing: set[StreamProtocol] = set()
         self.streams: set[StreamProtocol] = set()
         self._heads = ResponseHead(self.settings.cors_origins)
         self._all_closed: asyncio.Event | None = None
@@ -100,24 +101,28 @@ class FrontDoor:
     def head(self, origin: str | None) -> bytes:
         return self._heads.render(origin)
 
-    def opened(self, protocol: StreamProtocol) -> None:
-        self.streams.add(protocol)
-
-    def closed(self, protocol: StreamProtocol) -> None:
+    def moved(self, protocol: StreamProtocol, into: set[StreamProtocol] | None) -> None:
+        """Track a connection from sniffing to streaming, or out of the door."""
+        self.sniffing.discard(protocol)
         self.streams.discard(protocol)
-        if not self.streams and self._all_closed is not None:
+        if into is not None:
+            into.add(protocol)
+        elif not (self.sniffing or self.streams) and self._all_closed is not None:
             self._all_closed.set()
 
     async def wait_closed(self, grace: float) -> None:
-        """After the broker has ended every stream: wait for their last bytes to
-        leave, then cut whatever is still open (a client that stopped reading)."""
-        if self.streams:
+        """After the broker has ended every stream: close connections that have
+        not sent a request, wait for the streams' last bytes to leave, then cut
+        whatever is still open (a client that stopped reading)."""
+        for protocol in list(self.sniffing):
+            protocol.close()
+        if self.sniffing or self.streams:
             self._all_closed = asyncio.Event()
             try:
                 async with asyncio.timeout(grace):
                     await self._all_closed.wait()
             except TimeoutError:
-                for protocol in list(self.streams):
+                for protocol in [*self.sniffing, *self.streams]:
                     protocol.abort()
 
 
@@ -217,6 +222,7 @@ class StreamProtocol(asyncio.Protocol):
         self._timer = asyncio.get_running_loop().call_later(
             self._door.settings.idle_timeout, transport.close
         )
+        self._door.moved(self, self._door.sniffing)
 
     def data_received(self, data: bytes) -> None:
         if self._sub is not None:
@@ -238,6 +244,7 @@ class StreamProtocol(asyncio.Protocol):
         protocol.connection_made(transport)
         protocol.data_received(data)
         self._transport = None
+        self._door.moved(self, None)
 
     # Streaming
 
@@ -253,7 +260,7 @@ class StreamProtocol(asyncio.Protocol):
         # always ends with `resume_writing`.
         transport.set_write_buffer_limits(high=HIGH_WATER)
         self._sub = door.broker.subscribe(request.topics, transport, self._backlog).__enter__()
-        door.opened(self)
+        door.moved(self, door.streams)
         head = door.head(request.origin)
         if request.last_id is None:
             self._open(head + Frame.of(stream.preamble(door.settings.retry_ms)).chunk, None)
@@ -261,9 +268,15 @@ class StreamProtocol(asyncio.Protocol):
             self._replay = loop.create_task(self._replay_then_open(head, request))
 
     async def _replay_then_open(self, head: bytes, request: StreamRequest) -> None:
-        opening, after = await stream.opening(
-            self._door.broker, self._door.settings.retry_ms, request.last_id, request.topics
-        )
+        try:
+            opening, after = await stream.opening(
+                self._door.broker, self._door.settings.retry_ms, request.last_id, request.topics
+            )
+        except Exception:
+            # Nothing is written yet: the client sees a dropped connection and retries.
+            stream.log.exception("Replay for %s failed", request.path_qs)
+            self.abort()
+            return
         self._open(head + Frame.of(opening).chunk, after)
 
     def _open(self, first_write: bytes, after: EventId | None) -> None:
@@ -304,6 +317,10 @@ class StreamProtocol(asyncio.Protocol):
         self._paused = False
         self._drain()
 
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
     def abort(self) -> None:
         if self._transport is not None:
             self._transport.abort()
@@ -316,10 +333,10 @@ class StreamProtocol(asyncio.Protocol):
         # The subscription holds `_backlog`, and so this protocol: dropping both
         # references lets reference counting free the pair now, not the collector.
         sub, self._sub, self._transport, self._timer = self._sub, None, None, None
+        self._door.moved(self, None)
         if sub is None:
             return
         sub.__exit__(None, None, None)
-        self._door.closed(self)
         elapsed = asyncio.get_running_loop().time() - self._started
         stream.log_end(self._remote, "GET", self._path_qs, elapsed, sub, self._ending)
 
