@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from email.utils import formatdate
+from functools import lru_cache
 from typing import cast
 
 from aiohttp import web
@@ -263,7 +264,7 @@ class StreamProtocol(asyncio.Protocol):
         door.moved(self, door.streams)
         head = door.head(request.origin)
         if request.last_id is None:
-            self._open(head + Frame.of(stream.preamble(door.settings.retry_ms)).chunk, None)
+            self._open(head + _preamble_chunk(door.settings.retry_ms), None)
         else:
             self._replay = loop.create_task(self._replay_then_open(head, request))
 
@@ -339,6 +340,11 @@ class StreamProtocol(asyncio.Protocol):
         sub.__exit__(None, None, None)
         elapsed = asyncio.get_running_loop().time() - self._started
         stream.log_end(self._remote, "GET", self._path_qs, elapsed, sub, self._ending)
+
+
+@lru_cache(maxsize=8)
+def _preamble_chunk(retry_ms: int) -> bytes:
+    return Frame.of(stream.preamble(retry_ms)).chunk
 
 
 def _remote(transport: asyncio.Transport) -> str:
