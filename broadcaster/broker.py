@@ -22,7 +22,7 @@ from broadcaster.events import Event, EventId, Frame
 log = logging.getLogger("broadcaster.broker")
 
 END = Frame(b"")
-"""Queued after a subscription's last frame: the stream handler returns on it.
+"""Queued after a subscription's last frame: the stream ends on it.
 It is only ever compared by identity, never written."""
 
 HIGH_WATER = 64 * 1024
@@ -44,10 +44,11 @@ class Subscription:
     Two delivery paths, one order. While the client is caught up (it has no
     backlog) and its socket is keeping up, `offer` writes the pre-framed chunk
     straight to the socket: no task wakes, nothing is copied. Otherwise the
-    frame joins the backlog, a bounded `asyncio.Queue` that the stream handler
-    drains. A frame only goes direct when the backlog is empty, and the handler
-    writes whatever it takes from the queue before it next yields, so nothing
-    overtakes anything.
+    frame joins the backlog, a bounded `asyncio.Queue` that the stream drains:
+    aiohttp's handler from its task, the front door from transport callbacks
+    (told by `on_backlog`). A frame only goes direct when the backlog is empty,
+    and the stream writes whatever it takes from the queue before anything else
+    runs, so nothing overtakes anything.
 
     The queue is created the first time there is a backlog. A caught-up client
     never needs one, and an idle `asyncio.Queue` costs about 3 KB (four deques):
