@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
 from aiohttp import web
 
-from broadcaster import sse
 from broadcaster.backends.base import Backend
 from broadcaster.backends.memory import MemoryBackend
 from broadcaster.broker import Broker
@@ -21,9 +19,9 @@ from broadcaster.metrics import Metrics
 from broadcaster.ticker import run_ticker
 from broadcaster.web import cors, jobs, long, pages, publish, status, stream
 from broadcaster.web.errors import json_error_body
-from broadcaster.web.keys import BROKER, JOBS, METRICS, SETTINGS
+from broadcaster.web.keys import BROKER, JOBS, METRICS, SETTINGS, STOPPING
 
-SHUTDOWN = Frame.of(sse.encode(json.dumps({"reason": "server shutting down"}), event="shutdown"))
+SHUTDOWN = Frame.of(stream.SHUTDOWN_DATA)
 
 
 def create_app(settings: Settings, backend: Backend | None = None) -> web.Application:
@@ -43,6 +41,7 @@ def create_app(settings: Settings, backend: Backend | None = None) -> web.Applic
     app[BROKER] = broker
     app[METRICS] = metrics
     app[JOBS] = Jobs(broker, settings.data_dir)
+    app[STOPPING] = asyncio.Event()
     app.cleanup_ctx.append(_background_tasks)
     app.on_shutdown.append(_end_streams)
     _add_routes(app)
@@ -102,3 +101,4 @@ def _spawn(coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
 async def _end_streams(app: web.Application) -> None:
     # Without this, aiohttp waits out shutdown_timeout for every open stream.
     app[BROKER].close_all(SHUTDOWN)
+    app[STOPPING].set()

@@ -129,3 +129,19 @@ async def test_sigterm_with_200_streams_exits_fast_and_says_shutdown(
     assert server.proc is not None
     assert server.proc.returncode == 0
     assert "Traceback" not in server.log()
+
+
+async def test_sigterm_ends_a_long_stream_at_once(server_process: ServerFactory) -> None:
+    """`/long` is not the broker's, so it ends on its own signal; without it the
+    stream would hold the exit for the whole --shutdown-timeout."""
+    server = server_process(*QUIET, "--shutdown-timeout", "20")
+    async with (
+        aiohttp.ClientSession() as session,
+        open_stream(session, f"{server.url}/long?rows=2&step=1&delay=60") as stream,
+    ):
+        seconds = await asyncio.to_thread(server.terminate)
+        events = await stream.rest(timeout=5)
+    assert seconds < 2.0, f"exit took {seconds:.2f}s"
+    assert [e.event for e in events] == ["shutdown"]
+    assert server.proc is not None
+    assert server.proc.returncode == 0

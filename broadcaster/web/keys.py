@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 
 from broadcaster.broker import Broker
@@ -13,3 +15,6 @@ SETTINGS = web.AppKey("settings", Settings)
 BROKER = web.AppKey("broker", Broker)
 METRICS = web.AppKey("metrics", Metrics)
 JOBS = web.AppKey("jobs", Jobs)
+STOPPING = web.AppKey("stopping", asyncio.Event)
+"""Set when the server starts shutting down: streams that are not the broker's
+(`/long`) end on it."""

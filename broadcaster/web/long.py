@@ -9,7 +9,8 @@ from aiohttp import web
 
 from broadcaster import sse
 from broadcaster.web.errors import ApiError
-from broadcaster.web.stream import HEADERS, EventStreamResponse
+from broadcaster.web.keys import STOPPING
+from broadcaster.web.stream import HEADERS, SHUTDOWN_DATA
 
 MAX_ROWS = 100_000_000
 MAX_STEPS = 10_000
@@ -34,6 +35,15 @@ def _seconds(value: float) -> str:
     return f"{value:.1f}".removesuffix(".0")
 
 
+async def _set_within(event: asyncio.Event, seconds: float) -> bool:
+    try:
+        async with asyncio.timeout(seconds):
+            await event.wait()
+    except TimeoutError:
+        return False
+    return True
+
+
 async def long_job(request: web.Request) -> web.StreamResponse:
     rows = int(_number(request, "rows", 50_000, 1, MAX_ROWS))
     step = int(_number(request, "step", 10_000, 1, MAX_ROWS))
@@ -43,12 +53,17 @@ async def long_job(request: web.Request) -> web.StreamResponse:
         raise ApiError(400, f"{steps} steps of {step} rows; at most {MAX_STEPS}: raise step")
     if steps * delay > MAX_SECONDS:
         raise ApiError(400, f"would run {steps * delay:g} s; at most {MAX_SECONDS:g} s")
-    response = EventStreamResponse(headers=HEADERS)
+    # A plain StreamResponse sends its headers at `prepare`, so the client sees
+    # the stream open now rather than after the first step.
+    response = web.StreamResponse(headers=HEADERS)
     await response.prepare(request)
     loop = asyncio.get_running_loop()
     started, done = loop.time(), 0
+    stopping = request.app[STOPPING]
     while done < rows:
-        await asyncio.sleep(delay)  # stands for a slice of real work
+        if await _set_within(stopping, delay):  # the delay stands for a slice of real work
+            await response.write(SHUTDOWN_DATA)
+            return response
         done = min(rows, done + step)
         elapsed = _seconds(loop.time() - started)
         line = f"Rows done: {done} ({100 * done // rows}%), elapsed: {elapsed}s"

@@ -29,6 +29,7 @@ HEADERS = {
     "X-Accel-Buffering": "no",
 }
 RETRY_AFTER_SECONDS = "5"
+SHUTDOWN_DATA = sse.encode(json.dumps({"reason": "server shutting down"}), event="shutdown")
 
 
 class EventStreamResponse(web.StreamResponse):
