@@ -1,4 +1,10 @@
-"""GET /events: one subscriber's SSE stream, with replay by Last-Event-ID."""
+"""GET /events: one subscriber's SSE stream, with replay by Last-Event-ID.
+
+`events` is aiohttp's handler, and the reference: the front door
+(`front_door.py`) streams a fresh connection's plain request itself, built from
+the same parts (topics, capacity, opening, replay skipping, the end-of-stream
+log line), and hands aiohttp everything else.
+"""
 
 from __future__ import annotations
 
