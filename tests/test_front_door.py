@@ -14,6 +14,8 @@ import socket
 import time
 
 import pytest
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
 
 from broadcaster.app import SHUTDOWN
 from tests.conftest import ServerFactory, ServerProcess
@@ -215,3 +217,67 @@ def test_requests_the_front_door_declines_get_aiohttp_answers(server: ServerProc
     assert head.startswith(b"HTTP/1.1 200 OK")
     assert head.endswith(b"\r\n\r\n")
     assert "Traceback" not in server.log()
+
+
+REQUEST_LINES = st.sampled_from(
+    [
+        b"GET /events HTTP/1.1", b"GET /events?topic=a&topic=b:c HTTP/1.1",
+        b"GET /events?lastEventId=1-1 HTTP/1.1", b"GET /events?topic=%ff HTTP/1.1",
+        b"GET /events?topic= HTTP/1.1", b"GET /events HTTP/1.0", b"GET /events HTTP/2.0",
+        b"GET /eventsx HTTP/1.1", b"GET /events/../events HTTP/1.1", b"GET  /events HTTP/1.1",
+        b"GET /events", b"get /events HTTP/1.1", b"GET /events\x00 HTTP/1.1",
+    ]
+)  # fmt: skip
+HEADER_LINES = st.lists(
+    st.sampled_from([b"Origin: http://o", b"Last-Event-ID: 1-2", b"Last-Event-ID: junk"]),
+    max_size=3,
+)
+ODD_HEADERS = st.lists(
+    st.sampled_from(
+        [
+            b"Content-Length: 1", b"Content-Length: 0", b"Transfer-Encoding: chunked",
+            b"Connection: upgrade", b"Upgrade: websocket", b"X: \x00", b"X: \xff", b"Bad",
+            b" folded", b"X:" + b"a" * 9000, b"Host:x\nY: z",
+        ]
+    ),
+    max_size=1,
+)  # fmt: skip
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    line=REQUEST_LINES,
+    headers=HEADER_LINES,
+    odd=ODD_HEADERS,
+    tail=st.one_of(st.just(b""), st.binary(min_size=1, max_size=8)),
+    hosts=st.integers(0, 2),
+    plain=st.booleans(),
+)
+def test_no_first_read_makes_the_front_door_raise(
+    line: bytes, headers: list[bytes], odd: list[bytes], tail: bytes, hosts: int, plain: bool
+) -> None:
+    """Whatever arrives, the front door streams it or hands it over whole: an
+    exception here would reach uvloop as a traceback and a dropped connection.
+    Half the examples are plain requests, so that serving is exercised too
+    (aiohttp's parser wants exactly one Host header in HTTP/1.1)."""
+    if plain:
+        line, odd, tail, hosts = b"GET /events?topic=a HTTP/1.1", [], b"", 1
+    head = b"".join(header + b"\r\n" for header in [b"Host: x"] * hosts + headers + odd)
+    data = line + b"\r\n" + head + b"\r\n" + tail
+
+    async def check() -> None:
+        async with door() as front:
+            protocol, transport = connect(front, data)
+            for _ in range(3):  # a replay runs in a task of its own
+                await asyncio.sleep(0)
+            event("served" if transport.handed_to is None else "handed over")
+            if transport.handed_to is None:
+                assert front.broker.clients == 1
+                assert transport.wire.startswith(b"HTTP/1.1 200 OK\r\n")
+            else:
+                assert front.broker.clients == 0
+                assert transport.handed_to.received == data
+            protocol.connection_lost(None)
+            assert front.broker.clients == 0
+
+    asyncio.run(check())
