@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
-import time
 
 import pytest
 from hypothesis import event, given, settings
@@ -152,24 +151,27 @@ async def test_a_silent_connection_is_closed_at_the_idle_timeout() -> None:
 # On the wire, against the real process.
 
 
-def exchange(port: int, requests: list[bytes], wait: float = 0.3) -> list[bytes]:
-    """Send each request on one connection, reading what came back after each."""
+OPENED = b": connected\n\n\r\n"
+JSON_END = b"}"
+HEADERS_END = b"\r\n\r\n"
+
+
+def exchange(port: int, requests: list[tuple[bytes, bytes | None]]) -> list[bytes]:
+    """Send each request on one connection; after each, read until the answer
+    ends with the given bytes, or (None) until the server closes."""
     answers = []
     with socket.create_connection(("127.0.0.1", port)) as sock:
-        sock.settimeout(wait)
-        for request in requests:
+        sock.settimeout(10)
+        for request, until in requests:
             sock.sendall(request)
-            answers.append(_read_for(sock, wait))
+            answers.append(_read_until(sock, until))
     return answers
 
 
-def _read_for(sock: socket.socket, seconds: float) -> bytes:
-    got, deadline = bytearray(), time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            data = sock.recv(65536)
-        except TimeoutError:
-            break
+def _read_until(sock: socket.socket, until: bytes | None) -> bytes:
+    got = bytearray()
+    while until is None or not got.endswith(until):
+        data = sock.recv(65536)
         if not data:
             break
         got += data
@@ -190,9 +192,9 @@ def server(server_process: ServerFactory) -> ServerProcess:
 )
 def test_the_front_door_writes_what_aiohttp_writes(server: ServerProcess, extra: str) -> None:
     request = get("topic=a&topic=b", extra)
-    (fresh,) = exchange(server.port, [request])
+    (fresh,) = exchange(server.port, [(request, OPENED)])
     # After a first request on a kept-alive connection, aiohttp serves the stream.
-    health, kept_alive = exchange(server.port, [HEALTH, request])
+    health, kept_alive = exchange(server.port, [(HEALTH, JSON_END), (request, OPENED)])
     assert health.startswith(b"HTTP/1.1 200 OK")
     assert fresh.startswith(b"HTTP/1.1 200 OK\r\n")
     assert DATE.sub(b"", fresh) == DATE.sub(b"", kept_alive)
@@ -206,14 +208,15 @@ def test_requests_the_front_door_declines_get_aiohttp_answers(server: ServerProc
         b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n": b"404",
     }
     for request, status in cases.items():
-        (answer,) = exchange(server.port, [request])
+        (answer,) = exchange(server.port, [(request, JSON_END)])
         assert answer.split(b" ", 2)[1] == status, (request, answer[:200])
         assert b'"error"' in answer
     # aiohttp answers a request it cannot parse itself, before the app sees it.
-    (malformed,) = exchange(server.port, [b"GET /events HTTP/1.1\r\nBad Header\r\n\r\n"])
+    bad = b"GET /events HTTP/1.1\r\nBad Header\r\n\r\n"
+    (malformed,) = exchange(server.port, [(bad, None)])
     assert malformed.split(b" ", 2)[1] == b"400"
     assert b"Invalid header token" in malformed
-    (head,) = exchange(server.port, [b"HEAD /events HTTP/1.1\r\nHost: x\r\n\r\n"])
+    (head,) = exchange(server.port, [(b"HEAD /events HTTP/1.1\r\nHost: x\r\n\r\n", None)])
     assert head.startswith(b"HTTP/1.1 200 OK")
     assert head.endswith(b"\r\n\r\n")
     assert "Traceback" not in server.log()
