@@ -155,6 +155,13 @@ class Subscription:
             self._transport.abort()
 
 
+MAX_COUNTED_TOPICS = 1000
+OTHER_TOPICS = "(other)"
+"""Where publishes to topics past the first `MAX_COUNTED_TOPICS` are counted: a
+publisher inventing topics must not grow the metrics (or this process) without
+bound. Parentheses are not allowed in topic names, so this is never a topic."""
+
+
 @dataclass(slots=True)
 class BrokerStats:
     """Running totals, read by the metrics endpoint at scrape time."""
@@ -164,6 +171,11 @@ class BrokerStats:
     evictions: int = 0
     replays: int = 0
     resyncs: int = 0
+
+    def count_published(self, topic: str, events: int) -> None:
+        if topic not in self.published and len(self.published) >= MAX_COUNTED_TOPICS:
+            topic = OTHER_TOPICS
+        self.published[topic] += events
 
 
 class Broker:
@@ -260,7 +272,7 @@ class Broker:
         subs = self._by_topic.get(topic, ())
         frame = events[0].frame if len(events) == 1 else Frame.joined([e.frame for e in events])
         delivered = self._offer_all(subs, frame)
-        self.stats.published[topic] += len(events)
+        self.stats.count_published(topic, len(events))
         self.stats.deliveries += delivered * len(events)
         if self._on_fanout is not None:
             self._on_fanout(time.perf_counter() - started)

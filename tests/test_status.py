@@ -7,6 +7,7 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from broadcaster.app import create_app
+from broadcaster.broker import MAX_COUNTED_TOPICS, OTHER_TOPICS
 from broadcaster.config import Settings
 from broadcaster.web.keys import BROKER
 from tests.conftest import Stream, open_stream
@@ -69,3 +70,21 @@ async def test_metrics_count_what_happened(aiohttp_client: Any) -> None:
     assert metrics[("broadcaster_evictions_total", ())] == 1
     assert metrics[("broadcaster_deliveries_total", ())] == 1 + 4
     assert metrics[("broadcaster_fanout_seconds_count", ())] == 7
+
+
+async def test_topics_past_the_counted_ones_share_one_label(aiohttp_client: Any) -> None:
+    client = await aiohttp_client(create_app(QUIET))
+    broker = client.app[BROKER]
+    for n in range(MAX_COUNTED_TOPICS + 5):
+        await broker.publish(f"topic-{n}", "x")
+    await broker.publish("topic-0", "again")
+    async with client.get("/metrics") as response:
+        metrics = samples(await response.text())
+    published = {
+        labels[0][1]: value
+        for (name, labels), value in metrics.items()
+        if name == "broadcaster_events_published_total"
+    }
+    assert len(published) == MAX_COUNTED_TOPICS + 1
+    assert published["topic-0"] == 2
+    assert published[OTHER_TOPICS] == 5
