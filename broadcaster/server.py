@@ -58,7 +58,13 @@ async def serve(app: web.Application, settings: Settings, **runner_options: Any)
         loop.add_signal_handler(signum, stop.set)
     site = FrontDoorSite(runner, settings.host, settings.port, BACKLOG)
     try:
-        await site.start()
+        try:
+            await site.start()
+        except OSError as error:
+            # A port in use or a host that is not ours: say so, not a traceback.
+            raise SystemExit(
+                f"broadcaster: cannot listen on {site.name}: {error.strerror}"
+            ) from None
         log.info("Running on %s", site.name)
         await stop.wait()
     finally:

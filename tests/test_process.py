@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
+import subprocess
+import sys
 
 import aiohttp
 
@@ -145,3 +147,15 @@ async def test_sigterm_ends_a_long_stream_at_once(server_process: ServerFactory)
     assert [e.event for e in events] == ["shutdown"]
     assert server.proc is not None
     assert server.proc.returncode == 0
+
+
+def test_a_port_in_use_is_one_clear_line(server_process: ServerFactory) -> None:
+    server = server_process(*QUIET)
+    second = subprocess.run(
+        [sys.executable, "-m", "broadcaster", "--port", str(server.port)],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert second.returncode == 1
+    assert f"cannot listen on http://127.0.0.1:{server.port}: " in second.stderr
+    assert "address already in use" in second.stderr
+    assert "Traceback" not in second.stderr
