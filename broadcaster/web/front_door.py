@@ -257,8 +257,9 @@ class StreamProtocol(asyncio.Protocol):
         self._path_qs = request.path_qs
         if stream.log.isEnabledFor(logging.INFO):
             self._remote = _remote(transport)
-        # Pausing exactly where the broker stops writing direct means a backlog
-        # always ends with `resume_writing`.
+        # The transport pauses this protocol where the broker stops writing
+        # direct, so a backlog behind a full socket is drained by
+        # `resume_writing`; `_backlog` schedules a drain for any other backlog.
         transport.set_write_buffer_limits(high=HIGH_WATER)
         self._sub = door.broker.subscribe(request.topics, transport, self._backlog).__enter__()
         door.moved(self, door.streams)
