@@ -101,6 +101,36 @@ ServerFactory = Callable[..., ServerProcess]
 _CHUNK = re.compile(rb"([0-9a-f]+)\r\n")
 
 
+def dechunk(body: bytes) -> tuple[bytes, bool]:
+    """A chunked body's payload, and whether its last chunk came."""
+    payload, pos = bytearray(), 0
+    while pos < len(body):
+        match = _CHUNK.match(body, pos)
+        assert match is not None, body[pos : pos + 40]
+        size = int(match[1], 16)
+        if size == 0:
+            return bytes(payload), True
+        payload += body[match.end() : match.end() + size]
+        assert body[match.end() + size : match.end() + size + 2] == b"\r\n"
+        pos = match.end() + size + 2
+    return bytes(payload), False
+
+
+def read_until(sock: socket.socket, marker: bytes | None, timeout: float = 10.0) -> bytes:
+    """What a blocking socket receives until `marker` has arrived, or (None)
+    until the peer closes; EOFError if it closes before the marker."""
+    sock.settimeout(timeout)
+    received = bytearray()
+    while marker is None or marker not in received:
+        data = sock.recv(65536)
+        if not data:
+            if marker is None:
+                break
+            raise EOFError(f"closed before {marker!r}: {bytes(received)!r}")
+        received += data
+    return bytes(received)
+
+
 class RecordingSocket:
     """Bytes in arrival order; `full` stands for a client that stopped reading."""
 
@@ -113,9 +143,9 @@ class RecordingSocket:
 
     # The fast path's view: a transport carrying pre-framed HTTP chunks.
     def write(self, data: bytes) -> None:
-        match = _CHUNK.match(data)
-        assert match is not None
-        self.wire += data[match.end() : match.end() + int(match[1], 16)]
+        payload, ended = dechunk(data)
+        assert not ended
+        self.wire += payload
         self.direct_writes += 1
 
     def get_write_buffer_size(self) -> int:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -13,23 +12,7 @@ from broadcaster.broker import HIGH_WATER
 from broadcaster.config import Settings
 from broadcaster.web.front_door import FrontDoor, StreamProtocol
 from broadcaster.web.keys import BROKER
-
-CHUNK = re.compile(rb"([0-9a-f]+)\r\n")
-
-
-def dechunk(body: bytes) -> tuple[bytes, bool]:
-    """A chunked body's payload, and whether its last chunk came."""
-    payload, pos = bytearray(), 0
-    while pos < len(body):
-        match = CHUNK.match(body, pos)
-        assert match is not None, body[pos : pos + 40]
-        size = int(match[1], 16)
-        if size == 0:
-            return bytes(payload), True
-        payload += body[match.end() : match.end() + size]
-        assert body[match.end() + size : match.end() + size + 2] == b"\r\n"
-        pos = match.end() + size + 2
-    return bytes(payload), False
+from tests.conftest import dechunk
 
 
 class RecordingTransport:

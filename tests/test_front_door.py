@@ -17,7 +17,7 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from broadcaster.app import SHUTDOWN
-from tests.conftest import ServerFactory, ServerProcess
+from tests.conftest import ServerFactory, ServerProcess, read_until
 from tests.protocol_kit import Handoff, RecordingTransport, connect, door, get
 
 DATE = re.compile(rb"Date: [^\r]*\r\n")
@@ -153,29 +153,17 @@ async def test_a_silent_connection_is_closed_at_the_idle_timeout() -> None:
 
 OPENED = b": connected\n\n\r\n"
 JSON_END = b"}"
-HEADERS_END = b"\r\n\r\n"
 
 
 def exchange(port: int, requests: list[tuple[bytes, bytes | None]]) -> list[bytes]:
-    """Send each request on one connection; after each, read until the answer
-    ends with the given bytes, or (None) until the server closes."""
-    answers = []
+    """Send each request on one connection; after each, read until the given
+    bytes have arrived, or (None) until the server closes."""
     with socket.create_connection(("127.0.0.1", port)) as sock:
-        sock.settimeout(10)
+        answers = []
         for request, until in requests:
             sock.sendall(request)
-            answers.append(_read_until(sock, until))
+            answers.append(read_until(sock, until))
     return answers
-
-
-def _read_until(sock: socket.socket, until: bytes | None) -> bytes:
-    got = bytearray()
-    while until is None or not got.endswith(until):
-        data = sock.recv(65536)
-        if not data:
-            break
-        got += data
-    return bytes(got)
 
 
 @pytest.fixture

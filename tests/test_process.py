@@ -11,7 +11,7 @@ import sys
 
 import aiohttp
 
-from tests.conftest import ServerFactory, Stream, health, open_stream, wait_for
+from tests.conftest import ServerFactory, Stream, health, open_stream, read_until, wait_for
 
 QUIET = ("--tick-interval", "3600", "--heartbeat-interval", "3600")
 
@@ -31,7 +31,7 @@ async def test_idle_client_that_disconnects_is_removed_within_a_second(
     async with aiohttp.ClientSession() as session:
         with socket.create_connection(("127.0.0.1", server.port)) as raw:
             raw.sendall(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
-            assert await asyncio.to_thread(_read_until, raw, b": connected\n\n")
+            assert await asyncio.to_thread(read_until, raw, b": connected\n\n")
             assert await clients(session, server.url) == 1
         # The stream is idle (no ticks, no heartbeats): only cancellation can notice.
         await wait_for(lambda: clients_are(session, server.url, 0), 1.0, "the count to drop")
@@ -79,17 +79,6 @@ async def test_slow_client_is_evicted_while_a_fast_one_gets_everything(
             sent.append(await _publish(session, server.url, "after"))
             assert (await fast.events(1, timeout=5))[0].id == sent[-1]
     assert "Evicted slow client" in server.log()
-
-
-def _read_until(sock: socket.socket, marker: bytes) -> bytes:
-    sock.settimeout(5)
-    received = b""
-    while marker not in received:
-        chunk = sock.recv(4096)
-        if not chunk:
-            raise EOFError(f"closed before {marker!r}: {received!r}")
-        received += chunk
-    return received
 
 
 async def _publish(session: aiohttp.ClientSession, base: str, data: str) -> str:

@@ -73,7 +73,7 @@ class FrontDoor:
         self.hand_off_to = aiohttp_protocol
         self.sniffing: set[StreamProtocol] = set()
         self.streams: set[StreamProtocol] = set()
-        self._heads = ResponseHead(self.settings.cors_origins)
+        self.heads = ResponseHead(self.settings.cors_origins)
         self._all_closed: asyncio.Event | None = None
 
     def __call__(self) -> StreamProtocol:
@@ -98,9 +98,6 @@ class FrontDoor:
         last_id = stream.last_event_id(message.headers, message.url.query)
         origin = message.headers.get("Origin")
         return StreamRequest(topics, last_id, origin, message.path)
-
-    def head(self, origin: str | None) -> bytes:
-        return self._heads.render(origin)
 
     def moved(self, protocol: StreamProtocol, into: set[StreamProtocol] | None) -> None:
         """Track a connection from sniffing to streaming, or out of the door."""
@@ -155,7 +152,7 @@ class ResponseHead:
 
     def __init__(self, cors_origins: Collection[str]) -> None:
         self._cors_origins = cors_origins
-        self._start = _lines(("HTTP/1.1 200 OK",), stream.HEADERS.items())
+        self._start = b"HTTP/1.1 200 OK\r\n" + _lines(stream.HEADERS.items())
         self._second = -1
         self._end = b""
 
@@ -164,7 +161,6 @@ class ResponseHead:
         if now != self._second:
             self._second = now
             self._end = _lines(
-                (),
                 (
                     ("Transfer-Encoding", "chunked"),
                     ("Date", formatdate(now, usegmt=True)),
@@ -172,15 +168,12 @@ class ResponseHead:
                     ("Connection", "close"),
                 ),
             )
-        if not self._cors_origins:
-            return self._start + self._end + b"\r\n"
-        extra = _lines((), cors.response_headers(origin, self._cors_origins))
+        extra = _lines(cors.response_headers(origin, self._cors_origins))
         return self._start + self._end + extra + b"\r\n"
 
 
-def _lines(first: tuple[str, ...], headers: Iterable[tuple[str, str]]) -> bytes:
-    lines = [*first, *(f"{name}: {value}" for name, value in headers)]
-    return "".join(f"{line}\r\n" for line in lines).encode()
+def _lines(headers: Iterable[tuple[str, str]]) -> bytes:
+    return "".join(f"{name}: {value}\r\n" for name, value in headers).encode()
 
 
 class StreamProtocol(asyncio.Protocol):
@@ -263,7 +256,7 @@ class StreamProtocol(asyncio.Protocol):
         transport.set_write_buffer_limits(high=HIGH_WATER)
         self._sub = door.broker.subscribe(request.topics, transport, self._backlog).__enter__()
         door.moved(self, door.streams)
-        head = door.head(request.origin)
+        head = door.heads.render(request.origin)
         if request.last_id is None:
             self._open(head + _preamble_chunk(door.settings.retry_ms), None)
         else:
