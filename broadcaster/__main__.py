@@ -63,6 +63,8 @@ def serve(settings: Settings) -> None:
                 # connections.
                 keepalive_timeout=settings.idle_timeout,
                 access_log_class=logs.AccessLogger,
+                # Streams log their end to the same logger, in the same format.
+                access_log=logging.getLogger("broadcaster.access"),
             )
         )
 

@@ -239,6 +239,8 @@ class Broker:
         Later subscribers end at once."""
         self.flush()
         self._closed = True
+        told = len(self._all)
+        log.info("Shutting down: telling %d %s", told, "client" if told == 1 else "clients")
         for sub in list(self._all):
             if not (sub.offer(final) and sub.end()):
                 self._evict(sub)
@@ -276,8 +278,13 @@ class Broker:
         self.stats.deliveries += delivered * len(events)
         if self._on_fanout is not None:
             self._on_fanout(time.perf_counter() - started)
-        for event in events:
-            log.info("Broadcast message %s to %d clients", event.id, delivered)
+        # With nobody listening, a line per tick is noise; the Go example's
+        # "Broadcast message" line is for watching a fan-out happen.
+        level = logging.INFO if delivered else logging.DEBUG
+        if log.isEnabledFor(level):
+            noun = "client" if delivered == 1 else "clients"
+            for event in events:
+                log.log(level, "Broadcast message %s to %d %s", event.id, delivered, noun)
 
     def _offer_all(self, subs: Collection[Subscription], frame: Frame) -> int:
         offered = len(subs)

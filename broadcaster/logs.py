@@ -52,23 +52,56 @@ def configure(level: str, fmt: str) -> None:
     logging.getLogger("aiohttp.server").addFilter(MalformedRequestFilter())
 
 
+# Polled by every open page and by Prometheus: a line per poll would drown the log.
+QUIET_PATHS = frozenset({"/healthz", "/metrics", "/favicon.ico"})
+
+
+def access_level(path: str, status: int) -> int:
+    """Refusals and failures stand out; routine polling stays out of the way."""
+    if status >= 500:
+        return logging.WARNING
+    if path in QUIET_PATHS and status < 400:
+        return logging.DEBUG
+    return logging.INFO
+
+
+def log_access(
+    logger: logging.Logger,
+    request: tuple[str | None, str, str],
+    status: int,
+    size: int | None,
+    elapsed: float,
+    note: str = "",
+) -> None:
+    """One format for every access line, streams included:
+    `remote "METHOD /path?query" status bytes seconds[, note]`."""
+    remote, method, path_qs = request
+    level = access_level(path_qs.partition("?")[0], status)
+    if logger.isEnabledFor(level):
+        logger.log(
+            level,
+            '%s "%s %s" %d %s %.3fs%s',
+            remote or "-",
+            method,
+            path_qs,
+            status,
+            "-" if size is None else size,
+            elapsed,
+            f", {note}" if note else "",
+        )
+
+
 class AccessLogger(AbstractAccessLogger):
     """One line per request. Streams log their own line when they end, because
     aiohttp writes no access line for a handler cancelled by a disconnect."""
 
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
-        if response.content_type == "text/event-stream":
+        if response.content_type == "text/event-stream" and response.status == 200:
             return
-        self.logger.info(
-            '%s "%s %s" %d %d %.3fs',
-            request.remote,
-            request.method,
-            request.path_qs,
-            response.status,
-            response.body_length,
-            time,
-        )
+        where = (request.remote, request.method, request.path_qs)
+        log_access(self.logger, where, response.status, response.body_length, time)
 
     @property
     def enabled(self) -> bool:
-        return self.logger.isEnabledFor(logging.INFO)
+        # The loudest line it writes is a WARNING; `log_access` checks each level.
+        return self.logger.isEnabledFor(logging.WARNING)

@@ -1,8 +1,101 @@
+"""The server log, read from the real process: quiet where nothing happens, loud
+where something does, and one access-line format for everything."""
+
 from __future__ import annotations
 
+import asyncio
 import json
+import re
 
-from tests.conftest import ServerFactory
+import aiohttp
+
+from tests.conftest import ServerFactory, ServerProcess, open_stream, wait_for
+
+QUIET = ("--tick-interval", "3600", "--heartbeat-interval", "3600")
+
+
+async def _logged(server: ServerProcess, pattern: str) -> None:
+    async def seen() -> bool:
+        return re.search(pattern, server.log(), re.M) is not None
+
+    await wait_for(seen, 10, f"{pattern!r} in the log")
+
+
+async def _ticks_published(session: aiohttp.ClientSession, base: str) -> float:
+    async with session.get(f"{base}/metrics") as response:
+        text = await response.text()
+    found = re.search(r'^broadcaster_events_published_total\{topic="time"\} (\S+)$', text, re.M)
+    return float(found[1]) if found else 0.0
+
+
+async def test_ticks_with_nobody_connected_and_polling_stay_out_of_the_info_log(
+    server_process: ServerFactory,
+) -> None:
+    server = server_process("--tick-interval", "0.02")
+    async with aiohttp.ClientSession() as session:
+
+        async def ticked() -> bool:
+            return await _ticks_published(session, server.url) >= 5
+
+        await wait_for(ticked, 10, "five ticks")
+        for _ in range(3):
+            async with session.get(f"{server.url}/healthz") as response:
+                assert response.status == 200
+        # Same keep-alive connection: this line is written after the polls' would be.
+        async with session.get(f"{server.url}/no-such-page") as response:
+            assert response.status == 404
+        await _logged(server, r'"GET /no-such-page" 404 \d+ \d+\.\d{3}s$')
+    log = server.log()
+    assert "Sent message" not in log
+    assert "Broadcast message" not in log
+    assert "/healthz" not in log
+    assert "/metrics" not in log
+
+
+async def test_a_tick_with_one_client_says_one_client(server_process: ServerFactory) -> None:
+    server = server_process("--tick-interval", "0.05")
+    async with (
+        aiohttp.ClientSession() as session,
+        open_stream(session, f"{server.url}/events") as stream,
+    ):
+        (tick,) = await stream.events(1)
+    await _logged(server, rf"INFO +broadcaster.broker: Broadcast message {tick.id} to 1 client$")
+    assert re.search(rf"INFO +broadcaster.ticker: Sent message {tick.id}$", server.log(), re.M)
+
+
+async def test_a_refused_stream_is_a_warning_in_the_access_format(
+    server_process: ServerFactory,
+) -> None:
+    server = server_process(*QUIET, "--max-clients", "1")
+    async with (
+        aiohttp.ClientSession() as session,
+        open_stream(session, f"{server.url}/events"),
+        session.get(f"{server.url}/events?topic=time") as refused,
+    ):
+        assert refused.status == 503
+    await _logged(
+        server, r'WARNING broadcaster.access: 127.0.0.1 "GET /events\?topic=time" 503 \d+ [\d.]+s$'
+    )
+    await _logged(
+        server, r'INFO +broadcaster.access: 127.0.0.1 "GET /events" 200 - [\d.]+s, stream ended: '
+    )
+
+
+async def test_shutdown_says_how_many_clients_were_told(server_process: ServerFactory) -> None:
+    idle = server_process(*QUIET)
+    await asyncio.to_thread(idle.terminate)
+    assert re.search(
+        r"INFO +broadcaster.broker: Shutting down: telling 0 clients$", idle.log(), re.M
+    )
+
+    busy = server_process(*QUIET)
+    async with (
+        aiohttp.ClientSession() as session,
+        open_stream(session, f"{busy.url}/events") as stream,
+    ):
+        await asyncio.to_thread(busy.terminate)
+        assert [e.event for e in await stream.rest()] == ["shutdown"]
+    assert re.search(r"Shutting down: telling 1 client$", busy.log(), re.M)
 
 
 def test_json_log_format_is_one_object_per_line(server_process: ServerFactory) -> None:

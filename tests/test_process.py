@@ -38,7 +38,7 @@ async def test_idle_client_that_disconnects_is_removed_within_a_second(
     log = server.log()
     assert "Added new client (1 connected)" in log
     assert "Removed client (0 connected)" in log
-    assert re.search(r'"GET /events" stream ended after \d+\.\d{3}s: client disconnected', log)
+    assert re.search(r'"GET /events" 200 - \d+\.\d{3}s, stream ended: client disconnected', log)
     assert "Traceback" not in log
 
 
@@ -55,7 +55,7 @@ async def test_ticker_messages_reach_clients_and_are_logged(server_process: Serv
     )
     log = server.log()
     assert f"Sent message {ticks[0].id}" in log
-    assert re.search(rf"Broadcast message {ticks[0].id} to [1-9]\d* clients", log)
+    assert re.search(rf"Broadcast message {ticks[0].id} to 1 client$", log, re.M)
 
 
 async def test_slow_client_is_evicted_while_a_fast_one_gets_everything(

@@ -21,6 +21,7 @@ from broadcaster import sse
 from broadcaster.broker import END, Broker, Subscription
 from broadcaster.config import Settings
 from broadcaster.events import EventId, Frame
+from broadcaster.logs import log_access
 from broadcaster.ticker import TOPIC as DEFAULT_TOPIC
 from broadcaster.topics import InvalidTopic, check_topic
 from broadcaster.web.errors import ApiError
@@ -109,14 +110,8 @@ async def events(request: web.Request) -> web.StreamResponse:
 def log_end(
     remote: str | None, method: str, path_qs: str, elapsed: float, sub: Subscription, ending: str
 ) -> None:
-    log.info(
-        '%s "%s %s" stream ended after %.3fs: %s',
-        remote,
-        method,
-        path_qs,
-        elapsed,
-        "evicted" if sub.evicted else ending,
-    )
+    note = "stream ended: " + ("evicted" if sub.evicted else ending)
+    log_access(log, (remote, method, path_qs), 200, None, elapsed, note)
 
 
 async def opening(
