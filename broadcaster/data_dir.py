@@ -28,15 +28,22 @@ def require(path: Path) -> None:
             pass
     except OSError as error:
         blocker = _file_in_the_way(path)
-        why = f"{str(blocker)!r} is a file, not a directory" if blocker else reason(error)
+        if blocker is not None:
+            why = f"{str(blocker)!r} is not a directory"
+        else:
+            # Naming the path once is enough.
+            why = reason(error).removesuffix(f": {str(path)!r}")
         raise SystemExit(f"broadcaster: unusable --data-dir {str(path)!r}: {why}") from None
 
 
 def _file_in_the_way(path: Path) -> Path | None:
     """The outermost part of `path` that exists but is not a directory."""
     for part in [*reversed(path.parents), path]:
-        if part.exists() and not part.is_dir():
-            return part
+        try:
+            if part.exists() and not part.is_dir():
+                return part
+        except OSError:  # not ours to look into: the error itself will say why
+            return None
     return None
 
 
@@ -56,4 +63,4 @@ def is_full(error: OSError) -> bool:
 def reason(error: OSError) -> str:
     """`strerror`, and the path it is about when that says more."""
     text = error.strerror or str(error)
-    return f"{text}: {error.filename}" if error.filename else text
+    return f"{text}: {str(error.filename)!r}" if error.filename else text
