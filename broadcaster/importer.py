@@ -60,6 +60,16 @@ class Imported:
     columns: list[str]
 
 
+def sniff(path: Path, filename: str) -> str:
+    """The kind of the upload at `path`, sent as `filename`, or ImportFailed."""
+    try:
+        with path.open("rb") as file:
+            head = file.read(4096)
+    except OSError as error:
+        raise ImportFailed(f"the upload could not be read ({_reason(error)})") from None
+    return detect_kind(filename, head)
+
+
 def detect_kind(filename: str, head: bytes) -> str:
     """'csv' or 'xlsx', from the name and the first bytes, or ImportFailed."""
     suffix = Path(filename).suffix.lower()

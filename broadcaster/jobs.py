@@ -26,7 +26,7 @@ from typing import Any
 from broadcaster import data_dir
 from broadcaster.backends.base import BackendUnavailable
 from broadcaster.broker import Broker
-from broadcaster.importer import Imported, ImportFailed, Progress, detect_kind, import_file
+from broadcaster.importer import Imported, ImportFailed, Progress, import_file, sniff
 
 log = logging.getLogger("broadcaster.jobs")
 
@@ -119,9 +119,9 @@ class Jobs:
     def all(self) -> list[Job]:
         return list(self._jobs.values())
 
-    async def start(self, job_id: str, filename: str) -> Job:
+    async def start(self, job_id: str, filename: str, upload: Path) -> Job:
         """Register an uploaded file as a job, announce it, and queue the import."""
-        job = Job(job_id, filename, self.upload_path(job_id))
+        job = Job(job_id, filename, upload)
         self._jobs[job.id] = job
         self._forget_old()
         job.origin_id = await self._publish_to(ANNOUNCE_TOPIC, "created", job)
@@ -166,8 +166,7 @@ class Jobs:
 
     def _import(self, job: Job, loop: asyncio.AbstractEventLoop) -> Imported:
         """In the worker thread."""
-        with job.upload.open("rb") as upload:
-            kind = detect_kind(job.filename, upload.read(4096))
+        kind = sniff(job.upload, job.filename)
         last = 0.0
 
         def progress(update: Progress) -> None:

@@ -19,6 +19,7 @@ from broadcaster.importer import (
     count_row_tags,
     detect_kind,
     import_file,
+    sniff,
 )
 
 TABLE = "upload_test"
@@ -186,6 +187,8 @@ def test_a_database_that_cannot_be_written_fails_the_import(tmp_path: Path) -> N
 
 
 def test_an_upload_that_has_gone_fails_the_import(tmp_path: Path) -> None:
+    with pytest.raises(ImportFailed, match=r"the upload could not be read \(No such file"):
+        sniff(tmp_path / "gone.csv", "gone.csv")
     with pytest.raises(ImportFailed, match=r"the upload could not be read \(No such file"):
         import_file(
             tmp_path / "gone.csv", "csv", tmp_path / "db.sqlite", TABLE, print, threading.Event()

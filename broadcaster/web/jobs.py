@@ -41,7 +41,7 @@ async def create_job(request: web.Request) -> web.Response:
             # The disk failed, not the client: a client leaving is a ConnectionError.
             raise storage_error(error) from None
         raise
-    job = await jobs.start(job_id, filename)
+    job = await jobs.start(job_id, filename, path)
     status_url = f"/jobs/{job.id}"
     events_url = f"/events?topic={job.topic}"
     if job.origin_id is not None:
@@ -90,11 +90,12 @@ async def _copy(part: object, path: Path | None, budget: Budget) -> None:
 
 
 def storage_error(error: OSError) -> ApiError:
-    """A filesystem failure as an answer the client can act on, and one log line."""
+    """A filesystem failure as an answer the client can act on, and one log line:
+    the log names the path, the answer does not show a client the server's disk."""
     log.warning("Upload refused: %s", data_dir.reason(error))
     if data_dir.is_full(error):
-        return ApiError(507, f"no space left to store the upload ({data_dir.reason(error)})")
-    return ApiError(503, f"the data directory is unusable ({data_dir.reason(error)})")
+        return ApiError(507, f"no space left to store the upload ({error.strerror})")
+    return ApiError(503, f"the data directory is unusable ({error.strerror})")
 
 
 def _one_line(error: Exception) -> str:
