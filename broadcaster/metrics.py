@@ -76,8 +76,8 @@ class BrokerCollector(Collector):
 
 
 def _by_label(published: Mapping[str, int]) -> dict[str, int]:
-    """Every job's topic under one label: a series per job would grow without
-    end, and tell nothing a job's own state does not."""
+    """Every job's topic under one label: a series per job would grow up to the
+    1,000-topic cap, and tell nothing that the job's own state does not."""
     counts: Counter[str] = Counter()
     for topic, count in published.items():
         counts[JOB_TOPICS if is_job_topic(topic) else topic] += count
