@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
-from broadcaster import client, gc_tuning, logs, server
+from broadcaster import client, data_dir, gc_tuning, logs, server
 from broadcaster.app import create_app
 from broadcaster.config import Settings, SettingsError, add_arguments, from_namespace
 
@@ -41,6 +41,7 @@ def _settings(args: list[str]) -> Settings:
 
 
 def serve(settings: Settings) -> None:
+    data_dir.require(settings.data_dir)
     if settings.publish_token is None:
         log.warning("No publish token set: only loopback clients may publish")
     app = create_app(settings)

@@ -14,13 +14,16 @@ All values are stored as TEXT; empty XLSX cells as NULL.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime
 import os
+import re
 import sqlite3
 import threading
 import zipfile
-from collections.abc import Callable, Iterator
+import zlib
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -55,6 +58,16 @@ class Imported:
     table: str
     rows: int
     columns: list[str]
+
+
+def sniff(path: Path, filename: str) -> str:
+    """The kind of the upload at `path`, sent as `filename`, or ImportFailed."""
+    try:
+        with path.open("rb") as file:
+            head = file.read(4096)
+    except OSError as error:
+        raise ImportFailed(f"the upload could not be read ({_reason(error)})") from None
+    return detect_kind(filename, head)
 
 
 def detect_kind(filename: str, head: bytes) -> str:
@@ -115,6 +128,7 @@ class CsvRows:
 
 
 class XlsxRows:
+    total: int | None
     short_rows_padded = True
 
     def __init__(self, path: Path) -> None:
@@ -131,7 +145,23 @@ class XlsxRows:
             self._file.close()
             raise ImportFailed(f"not a valid XLSX file ({error})") from None
         max_row = self._sheet.max_row
-        self.total = max_row - 1 if isinstance(max_row, int) and max_row > 0 else None
+        if not isinstance(max_row, int) or max_row <= 1:
+            # No <dimension> (openpyxl's write-only mode and many exporters omit
+            # it), or a bare "A1" that some write whatever the size: count.
+            max_row = self._count_rows()
+        self.total = max(0, max_row - 1)
+
+    def _count_rows(self) -> int:
+        """The sheet's <row> elements, from its XML as it inflates: no parsing,
+        so a small fraction of what the import itself costs."""
+        try:
+            # openpyxl's own way to the sheet's XML inside the zip; a private
+            # method, guarded by tests/test_importer.py's write-only file.
+            with self._sheet._get_source() as source:  # type: ignore[attr-defined]
+                return count_row_tags(iter(lambda: source.read(CHUNK_BYTES), b""))
+        except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as error:
+            self.close()
+            raise ImportFailed(f"not a valid XLSX file ({error})") from None
 
     def __iter__(self) -> Iterator[tuple[int, Row]]:
         number = 0
@@ -150,6 +180,27 @@ class XlsxRows:
     def close(self) -> None:
         self._book.close()
         self._file.close()
+
+
+ROW_TAG = re.compile(rb"<(?:[A-Za-z_][\w.-]{0,31}:)?row[\s/>]")
+"""A row's start tag, with or without a namespace prefix (not <rowBreaks>).
+Text never matches: XML escapes its "<"."""
+ROW_TAG_MAX = 64
+CHUNK_BYTES = 1 << 20
+
+
+def count_row_tags(chunks: Iterable[bytes]) -> int:
+    """Row start tags in XML arriving in chunks, however the chunks split them."""
+    count, carry = 0, b""
+    for chunk in chunks:
+        data = carry + chunk
+        # Hold back a tag that may be cut off at the end: from the last "<",
+        # when it is near enough to the end to be the start of an unfinished one.
+        last = data.rfind(b"<", max(0, len(data) - ROW_TAG_MAX))
+        keep = last if last >= 0 else len(data)
+        count += sum(1 for _ in ROW_TAG.finditer(data, 0, keep))
+        carry = data[keep:]
+    return count + sum(1 for _ in ROW_TAG.finditer(carry))
 
 
 def _cell(value: object) -> Cell:
@@ -204,22 +255,49 @@ def import_file(
     cancelled: threading.Event,
 ) -> Imported:
     """Import `path` into a new `table`; raises ImportFailed, leaving nothing."""
-    rows = open_rows(path, kind)
-    connection = sqlite3.connect(database, isolation_level=None, timeout=30)
     try:
-        connection.execute("PRAGMA journal_mode=WAL")
-        connection.execute("PRAGMA synchronous=NORMAL")
-        connection.execute("BEGIN IMMEDIATE")
+        rows = open_rows(path, kind)
+    except OSError as error:
+        raise ImportFailed(f"the upload could not be read ({_reason(error)})") from None
+    try:
+        connection = sqlite3.connect(database, isolation_level=None, timeout=30)
         try:
-            imported = _copy(rows, connection, table, on_progress, cancelled)
-        except BaseException:
-            connection.execute("ROLLBACK")
-            raise
-        connection.execute("COMMIT")
-        return imported
+            return _transaction(connection, rows, table, on_progress, cancelled)
+        finally:
+            connection.close()
+    except sqlite3.Error as error:
+        # A full disk, a vanished or read-only data directory: SQLite's words.
+        raise ImportFailed(f"the database could not be written ({error})") from None
+    except OSError as error:
+        raise ImportFailed(f"the upload could not be read ({_reason(error)})") from None
     finally:
-        connection.close()
         rows.close()
+
+
+def _transaction(
+    connection: sqlite3.Connection,
+    rows: Rows,
+    table: str,
+    on_progress: Callable[[Progress], None],
+    cancelled: threading.Event,
+) -> Imported:
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=NORMAL")
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        imported = _copy(rows, connection, table, on_progress, cancelled)
+    except BaseException:
+        # SQLite may have rolled back already (it does on SQLITE_FULL).
+        if connection.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                connection.execute("ROLLBACK")
+        raise
+    connection.execute("COMMIT")
+    return imported
+
+
+def _reason(error: OSError) -> str:
+    return error.strerror or str(error)
 
 
 def _copy(

@@ -1,9 +1,11 @@
 """Background import jobs, and their progress published as events.
 
-Each job has its own topic, `job.<id>`, carrying `progress` events a few times a
-second and then one `done` or `failed`. Every event's data is the job's whole
-state as JSON, so a client that sees only the newest one is up to date. New
-jobs are announced on the `jobs` topic, so that every open page can follow them.
+Each job has its own topic, `job.<id>`, carrying `created`, then `progress`
+events a few times a second, then one `done` or `failed`. Every event's data is
+the job's whole state as JSON, so a client that sees only the newest one is up
+to date. New jobs are announced on the `jobs` topic, so that every open page
+can follow them; that announcement comes just before the job's own first event,
+so its id replays all of them to a subscriber who arrives late (`origin_id`).
 Jobs run one at a time, in a worker thread; the registry lives in memory and is
 forgotten on restart (the imported tables stay).
 """
@@ -21,9 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from broadcaster import data_dir
 from broadcaster.backends.base import BackendUnavailable
 from broadcaster.broker import Broker
-from broadcaster.importer import Imported, ImportFailed, Progress, detect_kind, import_file
+from broadcaster.importer import Imported, ImportFailed, Progress, import_file, sniff
 
 log = logging.getLogger("broadcaster.jobs")
 
@@ -32,8 +35,17 @@ PROGRESS_INTERVAL = 0.25  # seconds between progress events
 KEPT_JOBS = 100  # finished jobs remembered for GET /jobs
 
 
+JOB_TOPIC_PREFIX = "job."
+JOB_TOPICS = "job.*"
+"""How metrics name every job's topic at once; "*" is never in a topic name."""
+
+
 def job_topic(job_id: str) -> str:
-    return f"job.{job_id}"
+    return JOB_TOPIC_PREFIX + job_id
+
+
+def is_job_topic(topic: str) -> bool:
+    return topic.startswith(JOB_TOPIC_PREFIX)
 
 
 @dataclass
@@ -51,6 +63,9 @@ class Job:
     error: str | None = None
     error_row: int | None = None
     last_event_id: str | None = None
+    origin_id: str | None = None
+    """The id just before this job's first event, or None if it could not be
+    published: as a Last-Event-ID, it replays every event of the job."""
     cancelled: threading.Event = field(default_factory=threading.Event, repr=False)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
 
@@ -78,10 +93,10 @@ class Job:
 
 
 class Jobs:
-    def __init__(self, broker: Broker, data_dir: Path) -> None:
+    def __init__(self, broker: Broker, directory: Path) -> None:
         self._broker = broker
-        self._database = data_dir / "broadcaster.db"
-        self._uploads = data_dir / "uploads"
+        self._data_dir = directory
+        self._database = directory / "broadcaster.db"
         self._jobs: dict[str, Job] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._one_at_a_time = asyncio.Semaphore(1)
@@ -91,8 +106,8 @@ class Jobs:
         return self._database
 
     def upload_path(self, job_id: str) -> Path:
-        self._uploads.mkdir(parents=True, exist_ok=True)
-        return self._uploads / f"{job_id}.upload"
+        """Where to store an upload; OSError when the data directory is unusable."""
+        return data_dir.uploads(self._data_dir) / f"{job_id}.upload"
 
     @staticmethod
     def new_id() -> str:
@@ -104,12 +119,13 @@ class Jobs:
     def all(self) -> list[Job]:
         return list(self._jobs.values())
 
-    async def start(self, job_id: str, filename: str) -> Job:
+    async def start(self, job_id: str, filename: str, upload: Path) -> Job:
         """Register an uploaded file as a job, announce it, and queue the import."""
-        job = Job(job_id, filename, self.upload_path(job_id))
+        job = Job(job_id, filename, upload)
         self._jobs[job.id] = job
         self._forget_old()
-        await self._publish_to(ANNOUNCE_TOPIC, "created", job)
+        job.origin_id = await self._publish_to(ANNOUNCE_TOPIC, "created", job)
+        await self._publish(job, "created")
         self._track(self._run(job))
         log.info("Job %s queued: %s", job.id, filename)
         return job
@@ -127,19 +143,30 @@ class Jobs:
                 imported = await asyncio.to_thread(self._import, job, asyncio.get_running_loop())
             except ImportFailed as failure:
                 job.status, job.error, job.error_row = "failed", str(failure), failure.row
+            except Exception:
+                # A bug, not bad input: its traceback belongs in the log, and
+                # the job must still end rather than stay "running" for ever.
+                log.exception("Job %s: the import crashed", job.id)
+                job.status, job.error = "failed", "internal error: see the server log"
             else:
                 job.status, job.table, job.rows_done = "done", imported.table, imported.rows
                 job.fraction = 1.0
             finally:
                 job.finished = time.monotonic()
-                job.upload.unlink(missing_ok=True)
+                self._remove_upload(job)
         log.info("Job %s %s: %s", job.id, job.status, job.error or f"{job.rows_done} rows")
         await self._publish(job, job.status)
 
+    @staticmethod
+    def _remove_upload(job: Job) -> None:
+        try:
+            job.upload.unlink(missing_ok=True)
+        except OSError as error:
+            log.warning("Job %s: upload not removed: %s", job.id, data_dir.reason(error))
+
     def _import(self, job: Job, loop: asyncio.AbstractEventLoop) -> Imported:
         """In the worker thread."""
-        with job.upload.open("rb") as upload:
-            kind = detect_kind(job.filename, upload.read(4096))
+        kind = sniff(job.upload, job.filename)
         last = 0.0
 
         def progress(update: Progress) -> None:
@@ -166,15 +193,17 @@ class Jobs:
     async def _publish(self, job: Job, event_type: str) -> None:
         await self._publish_to(job.topic, event_type, job)
 
-    async def _publish_to(self, topic: str, event_type: str, job: Job) -> None:
+    async def _publish_to(self, topic: str, event_type: str, job: Job) -> str | None:
+        """The new event's id, or None if the backend could not take it."""
         # One publish at a time per job, so that its events keep their order.
         async with job.lock:
             try:
                 event = await self._broker.publish(topic, json.dumps(job.state()), event_type)
             except BackendUnavailable as error:
                 log.warning("Job %s: %s event not published: %s", job.id, event_type, error)
-                return
+                return None
             job.last_event_id = str(event.id)
+            return job.last_event_id
 
     def _forget_old(self) -> None:
         finished = [j for j in self._jobs.values() if j.finished is not None]

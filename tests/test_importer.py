@@ -5,19 +5,30 @@ from __future__ import annotations
 import datetime
 import sqlite3
 import threading
+import zipfile
 from pathlib import Path
 
 import openpyxl
 import pytest
 
-from broadcaster.importer import BATCH_ROWS, ImportFailed, Progress, detect_kind, import_file
+from broadcaster.importer import (
+    BATCH_ROWS,
+    ImportFailed,
+    Progress,
+    XlsxRows,
+    count_row_tags,
+    detect_kind,
+    import_file,
+    sniff,
+)
 
 TABLE = "upload_test"
 
 
-def write_xlsx(path: Path, rows: list[list[object]]) -> Path:
-    book = openpyxl.Workbook()
-    sheet = book.active
+def write_xlsx(path: Path, rows: list[list[object]], *, write_only: bool = False) -> Path:
+    """Write-only mode streams rows out and writes no <dimension> element."""
+    book = openpyxl.Workbook(write_only=write_only)
+    sheet = book.create_sheet() if write_only else book.active
     assert sheet is not None
     for row in rows:
         sheet.append(row)
@@ -136,3 +147,49 @@ def test_cancelled_import_rolls_back(tmp_path: Path) -> None:
     with pytest.raises(ImportFailed, match="cancelled"):
         run(path, cancelled)
     assert tables(tmp_path) == []
+
+
+@pytest.mark.parametrize("write_only", [True, False], ids=["no dimension", "dimension"])
+def test_every_xlsx_has_a_total(tmp_path: Path, write_only: bool) -> None:
+    count = BATCH_ROWS + 3
+    path = write_xlsx(
+        tmp_path / "t.xlsx",
+        [["a", "b"], *([i, f"x{i}"] for i in range(count))],
+        write_only=write_only,
+    )
+    with zipfile.ZipFile(path) as archive:
+        assert (b"<dimension" in archive.read("xl/worksheets/sheet1.xml")) is not write_only
+    rows = XlsxRows(path)
+    rows.close()
+    assert rows.total == count
+    imported, progress = run(path)
+    assert imported == count
+    assert [(p.total, p.fraction) for p in progress] == [(count, BATCH_ROWS / count), (count, 1.0)]
+
+
+ROWS_XML = (
+    b'<worksheet><sheetData><row r="1"><c><v>1</v></c></row><x:row r="2"/>'
+    b"<row><c><is><t>&lt;row r=3&gt;</t></is></c></row></sheetData><rowBreaks/></worksheet>"
+)
+
+
+@pytest.mark.parametrize("cut", range(len(ROWS_XML) + 1))
+def test_row_tags_are_counted_however_the_xml_is_split(cut: int) -> None:
+    # Three rows: one prefixed, none in text (escaped) or in <rowBreaks>.
+    assert count_row_tags([ROWS_XML[:cut], b"", ROWS_XML[cut:]]) == 3
+
+
+def test_a_database_that_cannot_be_written_fails_the_import(tmp_path: Path) -> None:
+    path = tmp_path / "a.csv"
+    path.write_bytes(b"a,b\n1,2\n")
+    with pytest.raises(ImportFailed, match=r"the database could not be written \(unable to open"):
+        import_file(path, "csv", tmp_path / "gone" / "db.sqlite", TABLE, print, threading.Event())
+
+
+def test_an_upload_that_has_gone_fails_the_import(tmp_path: Path) -> None:
+    with pytest.raises(ImportFailed, match=r"the upload could not be read \(No such file"):
+        sniff(tmp_path / "gone.csv", "gone.csv")
+    with pytest.raises(ImportFailed, match=r"the upload could not be read \(No such file"):
+        import_file(
+            tmp_path / "gone.csv", "csv", tmp_path / "db.sqlite", TABLE, print, threading.Event()
+        )

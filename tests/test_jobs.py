@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import socket
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,7 +17,16 @@ import pytest
 
 from broadcaster.app import create_app
 from broadcaster.config import Settings
-from tests.conftest import ServerFactory, ServerProcess, Stream, open_stream
+from broadcaster.sse_parser import ServerEvent, SSEParser
+from tests.conftest import (
+    ServerFactory,
+    ServerProcess,
+    Stream,
+    dechunk,
+    open_stream,
+    read_until,
+    wait_for,
+)
 
 ROWS = 60_000
 LIMIT = 4_000_000
@@ -113,13 +123,15 @@ async def test_upload_is_imported_and_every_watcher_follows_it(server: ServerPro
         assert response.status == 202
         answer = await response.json()
         assert response.headers["Location"] == answer["status_url"] == f"/jobs/{answer['id']}"
-        assert answer["events_url"] == f"/events?topic=job.{answer['id']}"
+        assert re.fullmatch(
+            rf"/events\?topic=job\.{answer['id']}&lastEventId=\d+-\d+", answer["events_url"]
+        )
         events = await follow(session, server.url, announce)
         status = await (await session.get(server.url + answer["status_url"])).json()
         listed = await (await session.get(f"{server.url}/jobs")).json()
     kinds = [kind for kind, _ in events]
-    assert kinds[-1] == "done"
-    assert set(kinds[:-1]) <= {"progress"}
+    assert (kinds[0], kinds[-1]) == ("created", "done")
+    assert set(kinds[1:-1]) <= {"progress"}
     assert all(state.keys() >= STATE_KEYS for _, state in events)
     done = events[-1][1]
     assert (done["rows_done"], done["percent"], done["table"]) == (
@@ -132,9 +144,13 @@ async def test_upload_is_imported_and_every_watcher_follows_it(server: ServerPro
     assert tables(server) == [done["table"]]
 
 
-async def test_xlsx_upload_is_imported(server: ServerProcess, tmp_path: Path) -> None:
-    book = openpyxl.Workbook()
-    sheet = book.active
+@pytest.mark.parametrize("write_only", [False, True], ids=["dimension", "no dimension"])
+async def test_xlsx_upload_is_imported(
+    server: ServerProcess, tmp_path: Path, write_only: bool
+) -> None:
+    # Write-only mode writes no <dimension>: the total is counted instead.
+    book = openpyxl.Workbook(write_only=write_only)
+    sheet = book.create_sheet() if write_only else book.active
     assert sheet is not None
     sheet.append(["city", "population"])
     for i in range(2_000):
@@ -152,6 +168,7 @@ async def test_xlsx_upload_is_imported(server: ServerProcess, tmp_path: Path) ->
     kind, state = events[-1]
     assert kind == "done", state["error"]
     assert (state["rows_done"], state["total"]) == (2_000, 2_000)
+    assert all(state["total"] == 2_000 for kind, state in events if kind == "progress")
 
 
 @pytest.mark.parametrize(
@@ -200,3 +217,61 @@ async def test_upload_limits_and_malformed_requests(server: ServerProcess) -> No
         response = await session.get(f"{server.url}/jobs/nope")
         assert response.status == 404
     assert not uploads.exists() or list(uploads.iterdir()) == []
+
+
+async def wait_until_done(session: aiohttp.ClientSession, status_url: str) -> None:
+    async def done() -> bool:
+        async with session.get(status_url) as response:
+            return bool((await response.json())["status"] == "done")
+
+    await wait_for(done, 30, f"{status_url} to be done")
+
+
+def late_stream(port: int, events_url: str, extra_header: str) -> list[ServerEvent]:
+    """The events of `events_url` up to and including `done`, read raw."""
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(f"GET {events_url} HTTP/1.1\r\nHost: x\r\n{extra_header}\r\n".encode())
+        try:
+            received = read_until(sock, b'"status": "done"')
+            while not received.endswith(b"\n\n\r\n"):  # the end of the event, and chunk
+                received += read_until(sock, b"\r\n")
+        except TimeoutError:
+            raise AssertionError("no done event for a late subscriber") from None
+    head, body = received.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 200 "), head
+    return list(SSEParser().feed(dechunk(body)[0]))
+
+
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+async def test_a_subscriber_who_comes_after_the_end_still_gets_it(
+    server_process: ServerFactory, tmp_path: Path, request: pytest.FixtureRequest, backend: str
+) -> None:
+    args = ["--tick-interval", "3600", "--data-dir", str(tmp_path / "data")]
+    if backend == "redis":
+        args += ["--redis-url", request.getfixturevalue("redis_server").url]
+    server = server_process(*args)
+    async with aiohttp.ClientSession() as session:
+        answer = await (await upload(session, server.url, "late.csv", csv_bytes(1_000))).json()
+        await wait_until_done(session, server.url + answer["status_url"])
+    # The front door streams a plain GET; a Content-Length sends it to aiohttp.
+    for extra_header in ("", "Content-Length: 0\r\n"):
+        events = late_stream(server.port, answer["events_url"], extra_header)
+        kinds = [e.event for e in events]
+        assert (kinds[0], kinds[-1]) == ("created", "done"), (extra_header, kinds)
+        assert json.loads(events[-1].data)["rows_done"] == 1_000
+
+
+async def test_metrics_count_every_job_under_one_label(server: ServerProcess) -> None:
+    async with aiohttp.ClientSession() as session:
+        for name in ("one.csv", "two.csv"):
+            answer = await (await upload(session, server.url, name, csv_bytes(10))).json()
+            await wait_until_done(session, server.url + answer["status_url"])
+        async with session.get(f"{server.url}/metrics") as response:
+            metrics = await response.text()
+    published = dict(
+        re.findall(r'^broadcaster_events_published_total\{topic="([^"]+)"\} (\S+)$', metrics, re.M)
+    )
+    # Each job published at least created and done on its topic; none has a series.
+    assert set(published) == {"jobs", "job.*"}, published
+    assert float(published["jobs"]) == 2
+    assert float(published["job.*"]) >= 4

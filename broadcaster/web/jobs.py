@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+import contextlib
+import logging
 from pathlib import Path
 
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from broadcaster import data_dir
 from broadcaster.web.errors import ApiError
 from broadcaster.web.keys import JOBS, SETTINGS
 
 FIELD = "file"
 CHUNK = 256 * 1024
+
+log = logging.getLogger("broadcaster.jobs")
 
 
 async def create_job(request: web.Request) -> web.Response:
@@ -23,20 +27,27 @@ async def create_job(request: web.Request) -> web.Response:
     if request.content_type != "multipart/form-data":
         raise ApiError(415, f"send the file as multipart/form-data in a field named {FIELD!r}")
     job_id = jobs.new_id()
-    path = jobs.upload_path(job_id)
+    try:
+        path = jobs.upload_path(job_id)
+    except OSError as error:
+        raise storage_error(error) from None
     try:
         filename = await _save_file_part(request, path, Budget(limit, too_large))
-    except BaseException:
-        path.unlink(missing_ok=True)
+    except BaseException as error:
+        # Nothing half-written stays (unless the directory has gone, taking it along).
+        with contextlib.suppress(OSError):
+            path.unlink(missing_ok=True)
+        if isinstance(error, OSError) and not isinstance(error, ConnectionError):
+            # The disk failed, not the client: a client leaving is a ConnectionError.
+            raise storage_error(error) from None
         raise
-    job = await jobs.start(job_id, filename)
+    job = await jobs.start(job_id, filename, path)
     status_url = f"/jobs/{job.id}"
-    body = {
-        "id": job.id,
-        "status_url": status_url,
-        "events_url": f"/events?topic={job.topic}",
-        "topic": job.topic,
-    }
+    events_url = f"/events?topic={job.topic}"
+    if job.origin_id is not None:
+        # Replays the job's events from its first, however late the client is.
+        events_url += f"&lastEventId={job.origin_id}"
+    body = {"id": job.id, "status_url": status_url, "events_url": events_url, "topic": job.topic}
     return web.json_response(body, status=202, headers={"Location": status_url})
 
 
@@ -71,11 +82,20 @@ async def _copy(part: object, path: Path | None, budget: Budget) -> None:
     """Chunk by chunk: an upload is never held whole in memory."""
     if not isinstance(part, BodyPartReader):
         raise ApiError(400, "nested multipart bodies are not accepted")
-    with path.open("wb") if path is not None else nullcontext() as out:
+    with path.open("wb") if path is not None else contextlib.nullcontext() as out:
         while chunk := await part.read_chunk(CHUNK):
             budget.spend(len(chunk))
             if out is not None:
                 out.write(chunk)
+
+
+def storage_error(error: OSError) -> ApiError:
+    """A filesystem failure as an answer the client can act on, and one log line:
+    the log names the path, the answer does not show a client the server's disk."""
+    log.warning("Upload refused: %s", data_dir.reason(error))
+    if data_dir.is_full(error):
+        return ApiError(507, f"no space left to store the upload ({error.strerror})")
+    return ApiError(503, f"the data directory is unusable ({error.strerror})")
 
 
 def _one_line(error: Exception) -> str:
