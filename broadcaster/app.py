@@ -14,7 +14,7 @@ from broadcaster.broker import Broker
 from broadcaster.config import Settings
 from broadcaster.events import Frame
 from broadcaster.heartbeat import run_heartbeat
-from broadcaster.jobs import Jobs
+from broadcaster.jobs import Jobs, metrics_label
 from broadcaster.metrics import Metrics
 from broadcaster.ticker import run_ticker
 from broadcaster.web import cors, jobs, long, pages, publish, status, stream
@@ -31,6 +31,7 @@ def create_app(settings: Settings, backend: Backend | None = None) -> web.Applic
         queue_size=settings.queue_size,
         on_fanout=metrics.observe_fanout,
     )
+    broker.stats.label = metrics_label
     metrics.watch(broker)
 
     app = web.Application()

@@ -48,6 +48,12 @@ def is_job_topic(topic: str) -> bool:
     return topic.startswith(JOB_TOPIC_PREFIX)
 
 
+def metrics_label(topic: str) -> str:
+    """Every job's topic under one series: one per job would tell nothing that
+    the job's own state does not."""
+    return JOB_TOPICS if is_job_topic(topic) else topic
+
+
 @dataclass
 class Job:
     id: str
@@ -154,7 +160,8 @@ class Jobs:
             finally:
                 job.finished = time.monotonic()
                 self._remove_upload(job)
-        log.info("Job %s %s: %s", job.id, job.status, job.error or f"{job.rows_done} rows")
+        level = logging.WARNING if job.status == "failed" else logging.INFO
+        log.log(level, "Job %s %s: %s", job.id, job.status, job.error or f"{job.rows_done} rows")
         await self._publish(job, job.status)
 
     @staticmethod

@@ -3,15 +3,13 @@ fan-out path pays for nothing but one histogram observation per publish."""
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from broadcaster.broker import Broker
-from broadcaster.jobs import JOB_TOPICS, is_job_topic
 
 FANOUT_BUCKETS = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1, 0.3, 1.0)
 LATENESS_BUCKETS = (5e-4, 1e-3, 2e-3, 5e-3, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
@@ -58,7 +56,7 @@ class BrokerCollector(Collector):
         published = CounterMetricFamily(
             "broadcaster_events_published", "Events published, by topic", labels=["topic"]
         )
-        for topic, count in sorted(_by_label(stats.published).items()):
+        for topic, count in sorted(stats.published.items()):
             published.add_metric([topic], count)
         yield published
         yield CounterMetricFamily(
@@ -73,12 +71,3 @@ class BrokerCollector(Collector):
         yield CounterMetricFamily(
             "broadcaster_resyncs", "Reconnects told to resync", value=stats.resyncs
         )
-
-
-def _by_label(published: Mapping[str, int]) -> dict[str, int]:
-    """Every job's topic under one label: a series per job would grow up to the
-    1,000-topic cap, and tell nothing that the job's own state does not."""
-    counts: Counter[str] = Counter()
-    for topic, count in published.items():
-        counts[JOB_TOPICS if is_job_topic(topic) else topic] += count
-    return counts

@@ -88,3 +88,19 @@ async def test_topics_past_the_counted_ones_share_one_label(aiohttp_client: Any)
     assert len(published) == MAX_COUNTED_TOPICS + 1
     assert published["topic-0"] == 2
     assert published[OTHER_TOPICS] == 5
+
+
+async def test_job_topics_neither_grow_the_metrics_nor_use_up_the_cap(aiohttp_client: Any) -> None:
+    client = await aiohttp_client(create_app(QUIET))
+    broker = client.app[BROKER]
+    for n in range(MAX_COUNTED_TOPICS + 5):
+        await broker.publish(f"job.{n:016x}", "x")
+    await broker.publish("orders", "after a thousand jobs")
+    async with client.get("/metrics") as response:
+        metrics = samples(await response.text())
+    published = {
+        labels[0][1]: value
+        for (name, labels), value in metrics.items()
+        if name == "broadcaster_events_published_total"
+    }
+    assert published == {"job.*": MAX_COUNTED_TOPICS + 5, "orders": 1}
