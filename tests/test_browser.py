@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import re
 import shutil
 from collections.abc import AsyncIterator
@@ -11,7 +12,8 @@ import aiohttp
 import pytest
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
 
-from tests.conftest import ARTIFACTS, ServerFactory, ServerProcess, health, wait_for
+from broadcaster.sse_parser import SSEParser
+from tests.conftest import ARTIFACTS, ROOT, ServerFactory, ServerProcess, health, wait_for
 
 pytestmark = pytest.mark.browser
 
@@ -295,3 +297,72 @@ async def test_the_favicon_is_served(server: ServerProcess) -> None:
         assert response.status == 200
         assert response.content_type == "image/svg+xml"
         assert (await response.text()).startswith("<svg")
+
+
+# The page's parser (static/sse.js), run in Chromium on text pieces.
+RUN_PAGE_PARSER = """streams => streams.map(pieces => {
+  const events = [];
+  let retry = null;
+  const parser = new SSEParser({
+    onEvent: (e) => events.push([e.type, e.data, e.id]),
+    onRetry: (ms) => { retry = ms; },
+  });
+  pieces.forEach((piece) => parser.feed(piece));
+  return { events, retry, lastId: parser.lastEventId };
+})"""
+PageParse = dict[str, object]
+
+
+async def page_parser(context: BrowserContext) -> Page:
+    page = await context.new_page()
+    await page.add_script_tag(path=ROOT / "static" / "sse.js")
+    return page
+
+
+def reference_parse(pieces: list[str]) -> PageParse:
+    """What the project's Python parser (the WHATWG steps) makes of the same stream."""
+    parser = SSEParser()
+    events = [e for piece in pieces for e in parser.feed(piece.encode())]
+    return {
+        "events": [[e.event, e.data, e.id] for e in events],
+        "retry": parser.retry,
+        "lastId": parser.last_id,
+    }
+
+
+PARSER_TABLE: list[tuple[list[str], list[list[str]]]] = [
+    (["data: a\r\n\r\n"], [["message", "a", ""]]),
+    (["data: a\r", "\n", "\r\n"], [["message", "a", ""]]),
+    (["data: a\r\rdata: b\n\n"], [["message", "a", ""], ["message", "b", ""]]),
+    (["\ufeffdata: bom\n\n"], [["message", "bom", ""]]),
+    (["\ufeff", "\ufeffdata: x\n\n"], []),  # only the first BOM goes
+    (["id: 7\nevent: shipped\ndata: x\ndata:y\n\n"], [["shipped", "x\ny", "7"]]),
+    ([": hello\n", "retry: 5\n", "id\n", "data\n\n"], [["message", "", ""]]),
+    (["data: unfinished"], []),
+]
+
+
+async def test_the_page_parser_reads_the_event_stream_format(context: BrowserContext) -> None:
+    page = await page_parser(context)
+    parsed = await page.evaluate(RUN_PAGE_PARSER, [pieces for pieces, _ in PARSER_TABLE])
+    assert [p["events"] for p in parsed] == [events for _, events in PARSER_TABLE]
+
+
+def random_stream(rng: random.Random) -> list[str]:
+    atoms = ["data", "event", "id", "retry", ":", " ", "\r", "\n", "\r\n", "x", "12", "\x00", "é"]
+    # Ends with LF: the reference holds a final CR back (a LF may follow), while
+    # the page's parser ends the line at once and skips a LF that comes next.
+    text = "".join(rng.choice(atoms) for _ in range(rng.randrange(60))) + "\n"
+    cuts = sorted(rng.sample(range(len(text) + 1), min(len(text) + 1, rng.randrange(5))))
+    return [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)], strict=True)]
+
+
+async def test_the_page_parser_agrees_with_the_reference_parser_on_random_streams(
+    context: BrowserContext,
+) -> None:
+    rng = random.Random(20261130)
+    streams = [random_stream(rng) for _ in range(2000)]
+    page = await page_parser(context)
+    parsed = await page.evaluate(RUN_PAGE_PARSER, streams)
+    for pieces, got in zip(streams, parsed, strict=True):
+        assert got == reference_parse(pieces), pieces
