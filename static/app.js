@@ -80,7 +80,7 @@ function showState({ state, reason, retryAt }) {
     detail.textContent = "trying again; last time: " + reason;
   } else {
     const tick = () => {
-      const seconds = Math.max(0, Math.ceil((retryAt - Date.now()) / 1000));
+      const seconds = Math.max(0, Math.round((retryAt - Date.now()) / 1000));
       detail.textContent = `next try in ${seconds} s: ${reason}`;
     };
     tick();

@@ -56,6 +56,8 @@ class Hub {
     this.key = ""; // the topics of the current stream
     this.clients = null;
     this.clientsTimer = null;
+    // Back on the network: no need to sit out the rest of a backoff.
+    self.addEventListener("online", () => this.retryNow());
   }
 
   attach(port) {
@@ -73,12 +75,16 @@ class Hub {
       this.ports.get(port).visible = msg.visible;
       if (msg.visible) this.refreshClients();
     } else if (msg.kind === "retry-now") {
-      if (this.timer !== null) this.connect();
+      this.retryNow();
     } else if (msg.kind === "bye") {
       this.ports.delete(port);
       this.announceTabs();
       this.topicsChanged();
     }
+  }
+
+  retryNow() {
+    if (this.timer !== null) this.connect();
   }
 
   topics() {

@@ -27,9 +27,9 @@ class SSEParser {
       this.started = true;
       if (text[0] === "\uFEFF") text = text.slice(1); // one leading BOM, once per stream
     }
+    if (text.length === 0) return;
     // A CR that ended the previous piece was a whole line end; a LF opening
     // this piece is the second half of that CR LF, not an empty line.
-    if (text.length === 0) return;
     if (this.afterCR && text[0] === "\n") text = text.slice(1);
     this.afterCR = false;
     const buffer = this.buffer + text;

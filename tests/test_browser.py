@@ -94,6 +94,9 @@ async def test_ten_tabs_share_one_connection_and_see_the_same_ids(
         await expect(page.locator("#events li")).to_have_count(3)
         assert await shown_ids(page) == sent[::-1]  # newest first
     await expect(pages[0].locator("#events li").first).to_contain_text("hello 2")
+    # The server counts streams; the page says how many tabs share this one.
+    await expect(pages[-1].locator("#clients")).to_have_text("1")
+    await expect(pages[-1].locator("#tabs")).to_have_text(str(TABS))
     ARTIFACTS.mkdir(exist_ok=True)
     await pages[-1].screenshot(path=ARTIFACTS / "ten-tabs.png", full_page=True)
 
