@@ -264,6 +264,9 @@ async function main() {
   $("publish-form").addEventListener("submit", (e) => { e.preventDefault(); publish(e.target); });
   document.addEventListener("visibilitychange", sendVisibility);
   window.addEventListener("pagehide", () => port.postMessage({ kind: "bye" }));
+  window.addEventListener("pageshow", (e) => {
+    if (e.persisted) { sendVisibility(); sendTopics(); } // back from the back-forward cache
+  });
   sendVisibility();
   sendTopics();
 }

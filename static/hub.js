@@ -16,8 +16,8 @@ const MAX_BACKOFF_MS = 30_000;
 const MAX_RETRY_AFTER_MS = 600_000;
 const CLIENTS_EVERY_MS = 30_000;
 
-/** Full backoff for the nth failure in a row, jittered so that many
- * browsers cut off together do not all come back in the same instant. */
+/** The wait after the nth failure in a row: doubling, capped, and jittered
+ * (half to all of it) so that browsers cut off together come back spread out. */
 function backoff(failures, baseMs) {
   const ceiling = Math.min(MAX_BACKOFF_MS, baseMs * 2 ** failures);
   return ceiling / 2 + Math.random() * (ceiling / 2);
@@ -68,6 +68,17 @@ class Hub {
   }
 
   command(port, msg) {
+    if (msg.kind === "bye") {
+      this.ports.delete(port);
+      this.announceTabs();
+      this.topicsChanged();
+      return;
+    }
+    if (!this.ports.has(port)) {
+      // A page back from the back-forward cache, after its "bye".
+      this.ports.set(port, { topics: [], visible: true });
+      this.announceTabs();
+    }
     if (msg.kind === "topics") {
       this.ports.get(port).topics = msg.topics;
       this.topicsChanged();
@@ -76,10 +87,6 @@ class Hub {
       if (msg.visible) this.refreshClients();
     } else if (msg.kind === "retry-now") {
       this.retryNow();
-    } else if (msg.kind === "bye") {
-      this.ports.delete(port);
-      this.announceTabs();
-      this.topicsChanged();
     }
   }
 
