@@ -127,7 +127,7 @@ async def test_html_in_a_payload_is_shown_as_text_and_never_runs(
     assert dialogs == []
 
 
-async def test_without_shared_worker_the_page_falls_back_to_its_own_event_source(
+async def test_without_shared_worker_the_page_falls_back_to_a_stream_of_its_own(
     browser: Browser, server: ServerProcess
 ) -> None:
     context = await browser.new_context()
@@ -155,6 +155,9 @@ async def test_the_page_shows_resync_after_a_server_restart(
     await expect(page.locator("#events li")).to_have_count(1)
     server.terminate()
     await expect(page.locator("#events li.event-shutdown")).to_have_count(1)
+    # Down until restarted: the page says so and keeps trying.
+    await expect(page.locator("#state")).to_have_text("reconnecting")
+    await expect(page.locator("#state-detail")).to_contain_text("next try in")
     restarted = server_process(*quiet, port=server.port)
     await expect(page.locator("#events li.event-resync")).to_have_count(1, timeout=10_000)
     await expect(page.locator("#state")).to_have_text("live")
