@@ -63,6 +63,7 @@ def _add_routes(app: web.Application) -> None:
     root = pages.static_dir()
     app.router.add_get("/", pages.file_handler(root / "index.html"))
     app.router.add_static("/static/", root)
+    app.router.add_get("/favicon.ico", pages.file_handler(root / "favicon.svg", pages.SVG))
     app.router.add_get(
         "/openapi.yaml", pages.file_handler(pages.openapi_path(), "application/yaml")
     )

@@ -3,10 +3,16 @@
 // publishes. Event data is only ever set as textContent, never parsed as HTML.
 
 const MAX_ROWS = 100;
+const MAX_FINISHED_JOBS = 10;
 const JOB_TYPES = new Set(["created", "progress", "done", "failed"]);
+const SERVER_TYPES = new Set(["resync", "shutdown"]); // styled apart
+const CLEARED_KEY = "broadcaster.cleared-jobs";
+const MAX_CLEARED = 200; // the server remembers 100 finished jobs
 const $ = (id) => document.getElementById(id);
 const jobs = new Map(); // id -> latest state
+const cleared = loadCleared(); // ids of finished jobs the user cleared away
 let sendTopics = () => {};
+let countdown = null;
 
 function connectHub() {
   if (typeof SharedWorker !== "undefined") {
@@ -15,16 +21,21 @@ function connectHub() {
     return worker.port;
   }
   // Fallback: a hub inside this page, talking through a MessageChannel.
-  return new Promise((resolve) => {
+  return loadScript("/static/sse.js").then(() => loadScript("/static/hub.js")).then(() => {
+    const channel = new MessageChannel();
+    new self.BroadcasterHub().attach(channel.port1);
+    channel.port1.start();
+    channel.port2.start();
+    return channel.port2;
+  });
+}
+
+function loadScript(src) {
+  return new Promise((resolve, reject) => {
     const script = document.createElement("script");
-    script.src = "/static/hub.js";
-    script.onload = () => {
-      const channel = new MessageChannel();
-      new self.BroadcasterHub().attach(channel.port1);
-      channel.port1.start();
-      channel.port2.start();
-      resolve(channel.port2);
-    };
+    script.src = src;
+    script.onload = resolve;
+    script.onerror = () => reject(new Error("cannot load " + src));
     document.head.appendChild(script);
   });
 }
@@ -35,44 +46,51 @@ function parseTopics(text) {
 
 function showEvent(msg) {
   const row = document.createElement("li");
-  row.className = "event event-" + msg.type;
+  row.className = "event";
+  if (SERVER_TYPES.has(msg.type)) row.classList.add("event-" + msg.type);
   row.dataset.id = msg.id;
   row.dataset.type = msg.type;
-  const label = document.createElement("span");
-  label.className = "label";
-  const isMessage = msg.type === "message" || msg.type === "tick";
-  label.textContent = isMessage ? "Message " + msg.id : [msg.type, msg.id].filter(Boolean).join(" ");
+  const type = document.createElement("span");
+  type.className = "type";
+  type.textContent = msg.type;
+  const id = document.createElement("span");
+  id.className = "id";
+  id.textContent = msg.id;
   const body = document.createElement("span");
   body.className = "data";
   body.textContent = msg.data;
-  row.append(label, " — ", body);
+  row.append(type, " ", id, " — ", body);
   const list = $("events");
   list.prepend(row);
   while (list.children.length > MAX_ROWS) list.lastElementChild.remove();
 }
 
-function showState(state) {
+// The hub's connection state: live, or why it is not and when it tries again.
+function showState({ state, reason, retryAt }) {
   const el = $("state");
   el.textContent = state;
   el.dataset.state = state;
-  if (state === "live") refreshClients();
-}
-
-async function refreshClients() {
-  try {
-    const answer = await (await fetch("/healthz")).json();
-    $("clients").textContent = String(answer.clients);
-  } catch {
-    $("clients").textContent = "?";
+  clearInterval(countdown);
+  const detail = $("state-detail");
+  const retry = $("retry-now");
+  retry.hidden = !retryAt;
+  if (state === "live" || !reason) {
+    detail.textContent = "";
+  } else if (!retryAt) {
+    detail.textContent = "trying again; last time: " + reason;
+  } else {
+    const tick = () => {
+      const seconds = Math.max(0, Math.round((retryAt - Date.now()) / 1000));
+      detail.textContent = `next try in ${seconds} s: ${reason}`;
+    };
+    tick();
+    countdown = setInterval(tick, 1000);
   }
 }
 
-async function publish(port, form) {
+async function publish(form) {
   const body = { topic: form.topic.value, data: form.data.value };
-  if (form.event.value) {
-    body.event = form.event.value;
-    port.postMessage({ kind: "listen-type", type: form.event.value });
-  }
+  if (form.event.value) body.event = form.event.value;
   const headers = { "Content-Type": "application/json" };
   if (form.token.value) headers.Authorization = "Bearer " + form.token.value;
   await submit("/publish", { method: "POST", headers, body: JSON.stringify(body) },
@@ -92,16 +110,37 @@ async function submit(url, init, result, success) {
   }
 }
 
-// Jobs: each has its own topic; new ones are announced on "jobs". Every event
-// carries the job's whole state, so the newest one seen is the truth.
+// Jobs: each has its own topic, `job.<id>`; new ones are announced on "jobs".
+// Every event carries the job's whole state, so the newest one seen is the truth.
+// The stream does not say which topic an event came from, so a job event is
+// told apart by its type and by data that is a job's state for a job topic;
+// anything else (a `done` on "orders", say) is an ordinary event.
+function jobState(msg) {
+  if (!JOB_TYPES.has(msg.type)) return null;
+  let state;
+  try {
+    state = JSON.parse(msg.data);
+  } catch {
+    return null;
+  }
+  const ok = state !== null && typeof state === "object" && typeof state.id === "string" &&
+    state.topic === "job." + state.id && typeof state.status === "string" &&
+    typeof state.rows_done === "number";
+  return ok ? state : null;
+}
+
+function isFinished(state) {
+  return state.status === "done" || state.status === "failed";
+}
+
 function isNewer(state, known) {
   if (!known) return true;
-  if (known.status === "done" || known.status === "failed") return false;
+  if (isFinished(known)) return false;
   return state.status !== "queued" && state.rows_done >= known.rows_done;
 }
 
 function showJob(state) {
-  if (!isNewer(state, jobs.get(state.id))) return;
+  if (cleared.has(state.id) || !isNewer(state, jobs.get(state.id))) return;
   jobs.set(state.id, state);
   let box = document.getElementById("job-" + state.id);
   if (!box) {
@@ -115,12 +154,13 @@ function showJob(state) {
     const text = document.createElement("div");
     text.className = "job-text";
     box.append(name, bar, text);
-    $("jobs").prepend(box);
+    $("job-list").prepend(box);
   }
   box.dataset.status = state.status;
   box.querySelector(".job-name").textContent = state.filename;
   box.querySelector("progress").value = state.status === "done" ? 100 : state.percent;
   box.querySelector(".job-text").textContent = describeJob(state);
+  keepFewFinished();
   sendTopics();
 }
 
@@ -131,6 +171,43 @@ function describeJob(s) {
   if (s.status === "failed") return "Failed: " + s.error;
   if (s.status === "queued") return "Queued";
   return progress;
+}
+
+function finishedCards() {
+  return [...$("job-list").children].filter((box) => isFinished(jobs.get(box.id.slice(4))));
+}
+
+// Cards are newest first; the oldest finished ones go. Their jobs stay known,
+// so a late event cannot bring a card back.
+function keepFewFinished() {
+  finishedCards().slice(MAX_FINISHED_JOBS).forEach((box) => box.remove());
+  $("clear-jobs").hidden = finishedCards().length === 0;
+}
+
+// Every finished job goes, shown or already trimmed away, so that none of them
+// comes back when the page is loaded again.
+function clearFinished() {
+  for (const state of jobs.values()) if (isFinished(state)) cleared.add(state.id);
+  finishedCards().forEach((box) => box.remove());
+  saveCleared();
+  keepFewFinished();
+}
+
+function loadCleared() {
+  try {
+    return new Set(JSON.parse(localStorage.getItem(CLEARED_KEY) || "[]"));
+  } catch {
+    return new Set(); // storage disabled or garbled: nothing was cleared
+  }
+}
+
+function saveCleared() {
+  const ids = [...cleared].slice(-MAX_CLEARED);
+  try {
+    localStorage.setItem(CLEARED_KEY, JSON.stringify(ids));
+  } catch {
+    /* storage disabled: cleared for this page only */
+  }
 }
 
 function watchedJobTopics() {
@@ -147,6 +224,7 @@ async function loadJobs() {
   } catch {
     /* the list is a convenience; live events still arrive */
   }
+  $("jobs").dataset.loaded = "true";
 }
 
 async function upload(form) {
@@ -155,26 +233,42 @@ async function upload(form) {
   await submit("/jobs", { method: "POST", body }, $("upload-result"), (answer) => "job " + answer.id);
 }
 
+function receive(msg) {
+  if (msg.kind === "state") showState(msg);
+  else if (msg.kind === "clients") $("clients").textContent = msg.clients === null ? "?" : String(msg.clients);
+  else if (msg.kind === "tabs") $("tabs").textContent = String(msg.tabs);
+  else if (msg.kind === "event") {
+    const job = jobState(msg);
+    if (job) showJob(job);
+    else showEvent(msg);
+    // Events were missed: job cards may be stale, and the list says how they ended.
+    if (msg.type === "resync") loadJobs();
+  }
+}
+
 async function main() {
   const port = await connectHub();
-  port.onmessage = (e) => {
-    if (e.data.kind === "state") showState(e.data.state);
-    else if (e.data.kind === "event" && JOB_TYPES.has(e.data.type)) showJob(JSON.parse(e.data.data));
-    else if (e.data.kind === "event") showEvent(e.data);
-  };
+  port.onmessage = (e) => receive(e.data);
   const topicsForm = $("topics-form");
   sendTopics = () => port.postMessage({
     kind: "topics",
     topics: [...parseTopics(topicsForm.topics.value), "jobs", ...watchedJobTopics()],
   });
+  const sendVisibility = () =>
+    port.postMessage({ kind: "visible", visible: document.visibilityState === "visible" });
   $("upload-form").addEventListener("submit", (e) => { e.preventDefault(); upload(e.target); });
+  $("clear-jobs").addEventListener("click", clearFinished);
+  $("retry-now").addEventListener("click", () => port.postMessage({ kind: "retry-now" }));
   await loadJobs();
   topicsForm.addEventListener("submit", (e) => { e.preventDefault(); sendTopics(); });
-  $("publish-form").addEventListener("submit", (e) => { e.preventDefault(); publish(port, e.target); });
+  $("publish-form").addEventListener("submit", (e) => { e.preventDefault(); publish(e.target); });
+  document.addEventListener("visibilitychange", sendVisibility);
   window.addEventListener("pagehide", () => port.postMessage({ kind: "bye" }));
+  window.addEventListener("pageshow", (e) => {
+    if (e.persisted) { sendVisibility(); sendTopics(); } // back from the back-forward cache
+  });
+  sendVisibility();
   sendTopics();
-  refreshClients();
-  setInterval(refreshClients, 5000);
 }
 
 main();

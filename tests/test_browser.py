@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+import re
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -10,7 +12,8 @@ import aiohttp
 import pytest
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
 
-from tests.conftest import ARTIFACTS, ServerFactory, ServerProcess, health
+from broadcaster.sse_parser import SSEParser
+from tests.conftest import ARTIFACTS, ROOT, ServerFactory, ServerProcess, health, wait_for
 
 pytestmark = pytest.mark.browser
 
@@ -59,8 +62,15 @@ async def open_tabs(context: BrowserContext, url: str, count: int) -> list[Page]
     return pages
 
 
-async def publish(session: aiohttp.ClientSession, base: str, data: str, topic: str = "time") -> str:
-    async with session.post(f"{base}/publish", json={"topic": topic, "data": data}) as response:
+async def publish(
+    session: aiohttp.ClientSession,
+    base: str,
+    data: str,
+    topic: str = "time",
+    event: str | None = None,
+) -> str:
+    body = {"topic": topic, "data": data} | ({} if event is None else {"event": event})
+    async with session.post(f"{base}/publish", json=body) as response:
         assert response.status == 200, await response.text()
         event_id: str = (await response.json())["id"]
         return event_id
@@ -84,6 +94,9 @@ async def test_ten_tabs_share_one_connection_and_see_the_same_ids(
         await expect(page.locator("#events li")).to_have_count(3)
         assert await shown_ids(page) == sent[::-1]  # newest first
     await expect(pages[0].locator("#events li").first).to_contain_text("hello 2")
+    # The server counts streams; the page says how many tabs share this one.
+    await expect(pages[-1].locator("#clients")).to_have_text("1")
+    await expect(pages[-1].locator("#tabs")).to_have_text(str(TABS))
     ARTIFACTS.mkdir(exist_ok=True)
     await pages[-1].screenshot(path=ARTIFACTS / "ten-tabs.png", full_page=True)
 
@@ -114,7 +127,7 @@ async def test_html_in_a_payload_is_shown_as_text_and_never_runs(
     assert dialogs == []
 
 
-async def test_without_shared_worker_the_page_falls_back_to_its_own_event_source(
+async def test_without_shared_worker_the_page_falls_back_to_a_stream_of_its_own(
     browser: Browser, server: ServerProcess
 ) -> None:
     context = await browser.new_context()
@@ -142,6 +155,9 @@ async def test_the_page_shows_resync_after_a_server_restart(
     await expect(page.locator("#events li")).to_have_count(1)
     server.terminate()
     await expect(page.locator("#events li.event-shutdown")).to_have_count(1)
+    # Down until restarted: the page says so and keeps trying.
+    await expect(page.locator("#state")).to_have_text("reconnecting")
+    await expect(page.locator("#state-detail")).to_contain_text("next try in")
     restarted = server_process(*quiet, port=server.port)
     await expect(page.locator("#events li.event-resync")).to_have_count(1, timeout=10_000)
     await expect(page.locator("#state")).to_have_text("live")
@@ -172,3 +188,187 @@ async def test_an_upload_shows_its_progress_in_every_tab(
     (late,) = await open_tabs(context, server.url, 1)
     await expect(late.locator("#jobs .job")).to_have_attribute("data-status", "done")
     await pages[0].screenshot(path=ARTIFACTS / "upload.png", full_page=True)
+
+
+async def follow(page: Page, session: aiohttp.ClientSession, base: str, topics: str) -> None:
+    """Follow `topics` from the page's form, so that no later event is missed.
+
+    An event shown first gives the hub a Last-Event-ID: whatever is published
+    while it reconnects for the new topics is replayed from there.
+    """
+    marker = await publish(session, base, "marker")
+    await expect(page.locator(f'#events li[data-id="{marker}"]')).to_have_count(1)
+    form = page.locator("#topics-form")
+    await form.locator("input[name=topics]").fill(topics)
+    await form.locator("button").click()
+
+
+async def test_an_event_of_any_type_on_a_followed_topic_is_shown_with_its_type(
+    context: BrowserContext, server: ServerProcess
+) -> None:
+    (page,) = await open_tabs(context, server.url, 1)
+    async with aiohttp.ClientSession() as session:
+        await follow(page, session, server.url, "orders")
+        sent = await publish(session, server.url, "order 7 left", "orders", event="shipped")
+    row = page.locator(f'#events li[data-id="{sent}"]')
+    await expect(row.locator(".type")).to_have_text("shipped")
+    await expect(row.locator(".data")).to_have_text("order 7 left")
+
+
+async def test_a_job_event_type_on_another_topic_is_an_ordinary_event(
+    context: BrowserContext, server: ServerProcess
+) -> None:
+    """`done` with data that is no job's state, published from the page's own form."""
+    (page,) = await open_tabs(context, server.url, 1)
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    async with aiohttp.ClientSession() as session:
+        await follow(page, session, server.url, "orders")
+    form = page.locator("#publish-form")
+    await form.locator("input[name=topic]").fill("orders")
+    await form.locator("input[name=event]").fill("done")
+    await form.locator("input[name=data]").fill("order 7")
+    await form.locator("button").click()
+    await expect(page.locator("#publish-result")).to_contain_text("published as")
+    row = page.locator("#events li").first
+    await expect(row.locator(".type")).to_have_text("done")
+    await expect(row.locator(".data")).to_have_text("order 7")
+    assert await page.locator("#jobs .job").count() == 0
+    assert errors == []
+
+
+async def test_a_refused_page_says_why_and_goes_live_once_there_is_room(
+    context: BrowserContext, server_process: ServerFactory
+) -> None:
+    """EventSource gives up for good after a 503; the page waits as told and retries."""
+    server = server_process(
+        "--tick-interval", "3600", "--heartbeat-interval", "3600", "--max-clients", "1"
+    )  # fmt: skip
+    async with aiohttp.ClientSession() as session:
+        holder = await session.get(f"{server.url}/events")
+        assert holder.status == 200
+        page = await context.new_page()
+        await page.goto(server.url)
+        detail = page.locator("#state-detail")
+        await expect(detail).to_contain_text("limit of 1 clients")
+        await expect(detail).to_contain_text("(503)")
+        await expect(detail).to_contain_text(re.compile(r"next try in \d+ s"))
+        await expect(page.locator("#state")).to_have_text("connecting")
+        holder.close()
+        # Retry-After: 5, so about 5 s; generous for a loaded machine.
+        await expect(page.locator("#state")).to_have_text("live", timeout=30_000)
+        await expect(detail).to_have_text("")
+        await publish(session, server.url, "after the wait")
+    await expect(page.locator("#events li .data")).to_have_text(["after the wait"])
+
+
+async def upload_and_finish(session: aiohttp.ClientSession, base: str, count: int) -> None:
+    for i in range(count):
+        form = aiohttp.FormData()
+        form.add_field("file", b"id,name\n1,one\n", filename=f"small-{i}.csv")
+        async with session.post(f"{base}/jobs", data=form) as response:
+            assert response.status == 202, await response.text()
+
+    async def all_done() -> bool:
+        async with session.get(f"{base}/jobs") as response:
+            jobs = (await response.json())["jobs"]
+        return len(jobs) == count and all(job["status"] == "done" for job in jobs)
+
+    await wait_for(all_done, 30, f"{count} jobs to finish")
+
+
+async def test_finished_jobs_are_capped_and_can_be_cleared(
+    context: BrowserContext, server_process: ServerFactory, tmp_path: Path
+) -> None:
+    server = server_process("--tick-interval", "3600", "--data-dir", str(tmp_path / "data"))
+    async with aiohttp.ClientSession() as session:
+        await upload_and_finish(session, server.url, 12)
+    (page,) = await open_tabs(context, server.url, 1)
+    cards = page.locator("#jobs .job")
+    await expect(cards).to_have_count(10)
+    await expect(cards.first.locator(".job-name")).to_have_text("small-11.csv")  # newest first
+    await page.locator("#clear-jobs").click()
+    await expect(cards).to_have_count(0)
+    await expect(page.locator("#clear-jobs")).to_be_hidden()
+    await page.reload()
+    await expect(page.locator("#jobs")).to_have_attribute("data-loaded", "true")
+    assert await cards.count() == 0
+
+
+async def test_the_favicon_is_served(server: ServerProcess) -> None:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{server.url}/favicon.ico") as response,
+    ):
+        assert response.status == 200
+        assert response.content_type == "image/svg+xml"
+        assert (await response.text()).startswith("<svg")
+
+
+# The page's parser (static/sse.js), run in Chromium on text pieces.
+RUN_PAGE_PARSER = """streams => streams.map(pieces => {
+  const events = [];
+  let retry = null;
+  const parser = new SSEParser({
+    onEvent: (e) => events.push([e.type, e.data, e.id]),
+    onRetry: (ms) => { retry = ms; },
+  });
+  pieces.forEach((piece) => parser.feed(piece));
+  return { events, retry, lastId: parser.lastEventId };
+})"""
+PageParse = dict[str, object]
+
+
+async def page_parser(context: BrowserContext) -> Page:
+    page = await context.new_page()
+    await page.add_script_tag(path=ROOT / "static" / "sse.js")
+    return page
+
+
+def reference_parse(pieces: list[str]) -> PageParse:
+    """What the project's Python parser (the WHATWG steps) makes of the same stream."""
+    parser = SSEParser()
+    events = [e for piece in pieces for e in parser.feed(piece.encode())]
+    return {
+        "events": [[e.event, e.data, e.id] for e in events],
+        "retry": parser.retry,
+        "lastId": parser.last_id,
+    }
+
+
+PARSER_TABLE: list[tuple[list[str], list[list[str]]]] = [
+    (["data: a\r\n\r\n"], [["message", "a", ""]]),
+    (["data: a\r", "\n", "\r\n"], [["message", "a", ""]]),
+    (["data: a\r\rdata: b\n\n"], [["message", "a", ""], ["message", "b", ""]]),
+    (["\ufeffdata: bom\n\n"], [["message", "bom", ""]]),
+    (["\ufeff", "\ufeffdata: x\n\n"], []),  # only the first BOM goes
+    (["id: 7\nevent: shipped\ndata: x\ndata:y\n\n"], [["shipped", "x\ny", "7"]]),
+    ([": hello\n", "retry: 5\n", "id\n", "data\n\n"], [["message", "", ""]]),
+    (["data: unfinished"], []),
+]
+
+
+async def test_the_page_parser_reads_the_event_stream_format(context: BrowserContext) -> None:
+    page = await page_parser(context)
+    parsed = await page.evaluate(RUN_PAGE_PARSER, [pieces for pieces, _ in PARSER_TABLE])
+    assert [p["events"] for p in parsed] == [events for _, events in PARSER_TABLE]
+
+
+def random_stream(rng: random.Random) -> list[str]:
+    atoms = ["data", "event", "id", "retry", ":", " ", "\r", "\n", "\r\n", "x", "12", "\x00", "é"]
+    # Ends with LF: the reference holds a final CR back (a LF may follow), while
+    # the page's parser ends the line at once and skips a LF that comes next.
+    text = "".join(rng.choice(atoms) for _ in range(rng.randrange(60))) + "\n"
+    cuts = sorted(rng.sample(range(len(text) + 1), min(len(text) + 1, rng.randrange(5))))
+    return [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)], strict=True)]
+
+
+async def test_the_page_parser_agrees_with_the_reference_parser_on_random_streams(
+    context: BrowserContext,
+) -> None:
+    rng = random.Random(20261130)
+    streams = [random_stream(rng) for _ in range(2000)]
+    page = await page_parser(context)
+    parsed = await page.evaluate(RUN_PAGE_PARSER, streams)
+    for pieces, got in zip(streams, parsed, strict=True):
+        assert got == reference_parse(pieces), pieces

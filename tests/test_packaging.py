@@ -12,7 +12,7 @@ import aiohttp
 
 from tests.conftest import ROOT, ServerProcess
 
-STATIC = {"index.html", "app.js", "hub.js", "style.css"}
+STATIC = {"index.html", "app.js", "hub.js", "sse.js", "style.css", "favicon.svg"}
 
 
 def build_wheel(out: Path) -> Path:

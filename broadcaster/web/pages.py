@@ -19,7 +19,9 @@ SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
-
+# Served at /favicon.ico too, where browsers look when a page names no icon;
+# every current browser takes an SVG there when the Content-Type says so.
+SVG = "image/svg+xml"
 
 PACKAGE = Path(__file__).resolve().parent.parent
 
