@@ -16,7 +16,10 @@ from aiohttp import web
 from yarl import URL
 
 from broadcaster.config import Settings
+from broadcaster.web.connection import Connection
 from broadcaster.web.front_door import FrontDoor
+from broadcaster.web.keys import SETTINGS
+from broadcaster.web.pace import pace_bodies
 
 log = logging.getLogger("broadcaster")
 
@@ -24,17 +27,29 @@ BACKLOG = 4096  # the default of 128 makes 10,000 connects take ~18 s instead of
 
 
 class FrontDoorSite(web.BaseSite):
-    """A TCP site whose connections meet the front door before aiohttp."""
+    """A TCP site whose connections meet the front door before aiohttp.
+
+    The door hands aiohttp a `Connection`, aiohttp's own protocol with JSON
+    refusals, and every request with a body still to come is paced.
+    """
 
     def __init__(self, runner: web.AppRunner, host: str, port: int, backlog: int) -> None:
         super().__init__(runner, backlog=backlog)
         self._host, self._port = host, port
+        server = runner.server
+        assert server is not None, "the runner is set up first"
+        settings = runner.app[SETTINGS]
+        server.request_factory = pace_bodies(
+            server.request_factory, settings.idle_timeout, settings.min_body_rate
+        )
+        self._aiohttp = server
         self.door = FrontDoor(runner.app, self._aiohttp_protocol)
 
     def _aiohttp_protocol(self) -> asyncio.Protocol:
-        server = self._runner.server
-        assert server is not None
-        return server()
+        server = self._aiohttp
+        # `Server.__call__` builds a plain RequestHandler from these same options;
+        # tests/test_connection.py fails if aiohttp stops keeping them here.
+        return Connection(server, loop=asyncio.get_running_loop(), **server._kwargs)
 
     @property
     def name(self) -> str:

@@ -42,15 +42,13 @@ from broadcaster.broker import HIGH_WATER, Broker, Subscription
 from broadcaster.config import Settings
 from broadcaster.events import EventId, Frame
 from broadcaster.web import cors, stream
+from broadcaster.web.connection import MAX_FIELD_SIZE, MAX_HEADERS, MAX_LINE_SIZE
 from broadcaster.web.errors import ApiError
 from broadcaster.web.keys import BROKER, SETTINGS
 
 PREFIX = b"GET /events"
 HEAD_END = b"\r\n\r\n"
 LAST_CHUNK = b"0\r\n\r\n"
-# aiohttp's own limits, so that whatever aiohttp would refuse is handed to it to refuse.
-MAX_LINE_SIZE = MAX_FIELD_SIZE = 8190
-MAX_HEADERS = 128
 BODY_HEADERS = ("Content-Length", "Transfer-Encoding", "Expect", "Upgrade")
 
 
@@ -125,6 +123,7 @@ class FrontDoor:
 
 
 def _parse(data: bytes) -> RawRequestMessage | None:
+    # aiohttp's limits, so that whatever aiohttp would refuse is handed to it to refuse.
     parser = HttpRequestParser(
         None, asyncio.get_running_loop(), 2**16,
         max_line_size=MAX_LINE_SIZE, max_headers=MAX_HEADERS, max_field_size=MAX_FIELD_SIZE,
