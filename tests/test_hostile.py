@@ -142,6 +142,27 @@ def json_answer(answer: bytes) -> tuple[int, dict[str, object]]:
     return status, json.loads(body)
 
 
+async def test_a_head_begun_just_before_the_idle_timeout_is_still_held_to_it(
+    server_process: ServerFactory,
+) -> None:
+    """The front door hands a connection over at its first byte; aiohttp's own
+    timer, started only then, would have allowed almost twice the idle timeout."""
+    idle = 3.0
+    server = server_process("--tick-interval", "3600", "--idle-timeout", str(idle))
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    started = time.monotonic()
+    await asyncio.sleep(idle * 0.9)
+    dripping = asyncio.create_task(
+        send_slowly(writer, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 100, 1, 0.05)
+    )
+    try:
+        await closed_by_server(reader, within=idle * 2)
+    finally:
+        dripping.cancel()
+        writer.close()
+    assert time.monotonic() - started < idle * 1.5
+
+
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("kind", list(REFUSALS))
 async def test_malformed_requests_get_a_precise_json_error_and_a_close(

@@ -72,6 +72,7 @@ class FrontDoor:
         self.sniffing: set[StreamProtocol] = set()
         self.streams: set[StreamProtocol] = set()
         self.heads = ResponseHead(self.settings.cors_origins)
+        self.awaiting_head: dict[asyncio.Protocol, asyncio.TimerHandle] = {}
         self._all_closed: asyncio.Event | None = None
 
     def __call__(self) -> StreamProtocol:
@@ -97,6 +98,25 @@ class FrontDoor:
         origin = message.headers.get("Origin")
         return StreamRequest(topics, last_id, origin, message.path)
 
+    def expect_head(
+        self, protocol: asyncio.Protocol, transport: asyncio.Transport, deadline: float
+    ) -> None:
+        """Hold a handed-over connection to the deadline its first read started
+        under: aiohttp's own timer starts at the hand-over, and would give a
+        head that began just before the deadline a whole idle timeout more."""
+
+        def overdue() -> None:
+            self.awaiting_head.pop(protocol, None)
+            transport.close()
+
+        self.awaiting_head[protocol] = asyncio.get_running_loop().call_at(deadline, overdue)
+
+    def head_received(self, protocol: asyncio.Protocol) -> None:
+        """aiohttp has built a request on `protocol`: its first head came in time."""
+        timer = self.awaiting_head.pop(protocol, None)
+        if timer is not None:
+            timer.cancel()
+
     def moved(self, protocol: StreamProtocol, into: set[StreamProtocol] | None) -> None:
         """Track a connection from sniffing to streaming, or out of the door."""
         self.sniffing.discard(protocol)
@@ -112,6 +132,9 @@ class FrontDoor:
         whatever is still open (a client that stopped reading)."""
         for protocol in list(self.sniffing):
             protocol.close()
+        for timer in self.awaiting_head.values():
+            timer.cancel()  # aiohttp's runner has closed those connections
+        self.awaiting_head.clear()
         if self.sniffing or self.streams:
             self._all_closed = asyncio.Event()
             try:
@@ -220,21 +243,22 @@ class StreamProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._sub is not None:
             return  # after a stream's request, nothing the client sends matters
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        timer, self._timer = self._timer, None
+        assert timer is not None
+        timer.cancel()
         request = self._door.accept(data)
         if request is None:
-            self._hand_off(data)
+            self._hand_off(data, timer.when())
         else:
             self._start(request)
 
-    def _hand_off(self, data: bytes) -> None:
+    def _hand_off(self, data: bytes, deadline: float) -> None:
         transport = self._transport
         assert transport is not None
         protocol = self._door.hand_off_to()
         transport.set_protocol(protocol)
         protocol.connection_made(transport)
+        self._door.expect_head(protocol, transport, deadline)
         protocol.data_received(data)
         self._transport = None
         self._door.moved(self, None)

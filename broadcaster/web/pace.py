@@ -3,52 +3,32 @@
 aiohttp's keep-alive timer bounds only the wait for a request's head: once the
 head is in, a body may trickle for ever (a body at one byte a second kept 20 of
 20 connections open for as long as anyone watched). The rule here is a minimum
-rate, measured afresh over each window of `--idle-timeout` seconds: at least
-`--min-body-rate` times the window's seconds in bytes must arrive in every window until the body is
+rate, measured afresh over each window of `--idle-timeout` seconds: each window
+must bring `--min-body-rate` bytes for each of its seconds, until the body is
 complete. A stalled or trickling body is cut at the end of its first window; a
 large upload at any ordinary speed is never cut, however long it takes in all;
-and no credit builds up, so a fast start cannot buy a stall later.
+and no credit builds up, so a fast start cannot buy a stall later. Progress is
+counted in bytes as sent (compressed, if the body is), so a compressed trickle
+gains nothing from its ratio.
 
-The watch starts when aiohttp builds the request, through the server's
-`request_factory`, so it covers every handler and every connection, whether the
-front door handed it over or aiohttp kept it alive.
+The watch starts when aiohttp builds the request (`server.py` hooks the
+server's `request_factory`), so it covers every route and every connection,
+whether the front door handed it over or aiohttp kept it alive.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 
 from aiohttp import web
-from aiohttp.abc import AbstractStreamWriter
-from aiohttp.http import RawRequestMessage
-from aiohttp.streams import StreamReader
-from aiohttp.web_protocol import RequestHandler
 
 from broadcaster.web.errors import ApiError
 
-RequestFactory = Callable[
-    [RawRequestMessage, StreamReader, RequestHandler, AbstractStreamWriter, "asyncio.Task[None]"],
-    web.BaseRequest,
-]
 
-
-def pace_bodies(factory: RequestFactory, window: float, min_rate: int) -> RequestFactory:
-    """`factory`, with a `BodyWatch` on every request whose body is still to come."""
-
-    def make(
-        message: RawRequestMessage,
-        payload: StreamReader,
-        protocol: RequestHandler,
-        writer: AbstractStreamWriter,
-        task: asyncio.Task[None],
-    ) -> web.BaseRequest:
-        request = factory(message, payload, protocol, writer, task)
-        if not payload.is_eof():
-            BodyWatch(request, window, min_rate).start()
-        return request
-
-    return make
+def watch(request: web.BaseRequest, window: float, min_rate: int) -> None:
+    """Pace `request`'s body, if some of it is still to come."""
+    if not request.content.is_eof():
+        BodyWatch(request, window, min_rate).start()
 
 
 class BodyWatch:
