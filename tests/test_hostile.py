@@ -99,6 +99,10 @@ REFUSALS = {
         b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Nul: a\x00b\r\n\r\n",
         400, "malformed request: Invalid header value char",
     ),
+    "no Host header": (
+        b"GET /healthz HTTP/1.1\r\n\r\n",
+        400, "malformed request: Missing 'Host' header in request",
+    ),
     "malformed header": (
         b"GET /events HTTP/1.1\r\nHost: x\r\nX-Bad Header\r\n\r\n",
         400, "malformed request: Invalid header token",
