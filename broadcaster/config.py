@@ -37,6 +37,7 @@ class Settings:
     log_format: str = "text"
     shutdown_timeout: float = 1.0
     idle_timeout: float = 15.0
+    min_body_rate: int = 500
     data_dir: Path = Path("data")
     max_upload_bytes: int = 256 * 1024 * 1024
     redis_url: str | None = None
@@ -121,7 +122,12 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "idle_timeout",
         _bounded(float, 0.1, 3600),
-        "seconds a connection may take to send a whole request, or sit idle between requests",
+        "seconds a connection may take to send a request's head, or sit idle between requests",
+    ),
+    Option(
+        "min_body_rate",
+        _bounded(int, 1, 2**30),
+        "bytes per second a request body must average over each --idle-timeout; slower: 408",
     ),
     Option("data_dir", Path, "directory for the SQLite database and uploads"),
     Option("max_upload_bytes", _bounded(int, 1, 2**40), "largest POST /jobs upload"),

@@ -10,31 +10,70 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.http import RawRequestMessage
+from aiohttp.streams import StreamReader
+from aiohttp.web_protocol import RequestHandler
 from yarl import URL
 
 from broadcaster.config import Settings
+from broadcaster.web import pace
+from broadcaster.web.connection import Connection
 from broadcaster.web.front_door import FrontDoor
 
 log = logging.getLogger("broadcaster")
 
 BACKLOG = 4096  # the default of 128 makes 10,000 connects take ~18 s instead of ~1 s
 
+RequestFactory = Callable[
+    [RawRequestMessage, StreamReader, RequestHandler, AbstractStreamWriter, "asyncio.Task[None]"],
+    web.BaseRequest,
+]
+
 
 class FrontDoorSite(web.BaseSite):
-    """A TCP site whose connections meet the front door before aiohttp."""
+    """A TCP site whose connections meet the front door before aiohttp.
+
+    The door hands aiohttp a `Connection`, aiohttp's own protocol with JSON
+    refusals. Each request aiohttp builds tells the door its head is in, and
+    has its body paced.
+    """
 
     def __init__(self, runner: web.AppRunner, host: str, port: int, backlog: int) -> None:
         super().__init__(runner, backlog=backlog)
         self._host, self._port = host, port
+        server = runner.server
+        assert server is not None, "the runner is set up first"
+        self._aiohttp = server
         self.door = FrontDoor(runner.app, self._aiohttp_protocol)
+        server.request_factory = self._watched(server.request_factory)
 
     def _aiohttp_protocol(self) -> asyncio.Protocol:
-        server = self._runner.server
-        assert server is not None
-        return server()
+        server = self._aiohttp
+        # `Server.__call__` builds a plain RequestHandler from these same options;
+        # tests/test_connection.py fails if aiohttp stops keeping them here.
+        return Connection(server, loop=asyncio.get_running_loop(), **server._kwargs)
+
+    def _watched(self, factory: RequestFactory) -> RequestFactory:
+        door, settings = self.door, self.door.settings
+
+        def make(
+            message: RawRequestMessage,
+            payload: StreamReader,
+            protocol: RequestHandler,
+            writer: AbstractStreamWriter,
+            task: asyncio.Task[None],
+        ) -> web.BaseRequest:
+            door.head_received(protocol)
+            request = factory(message, payload, protocol, writer, task)
+            pace.watch(request, settings.idle_timeout, settings.min_body_rate)
+            return request
+
+        return make
 
     @property
     def name(self) -> str:

@@ -9,6 +9,7 @@ door, against a kept-alive connection, whose later requests aiohttp serves.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import socket
 
@@ -203,11 +204,33 @@ def test_requests_the_front_door_declines_get_aiohttp_answers(server: ServerProc
     bad = b"GET /events HTTP/1.1\r\nBad Header\r\n\r\n"
     (malformed,) = exchange(server.port, [(bad, None)])
     assert malformed.split(b" ", 2)[1] == b"400"
-    assert b"Invalid header token" in malformed
+    assert malformed.endswith(
+        b'\r\n\r\n{"error": "malformed request: Invalid header token", "status": 400}'
+    )
     (head,) = exchange(server.port, [(b"HEAD /events HTTP/1.1\r\nHost: x\r\n\r\n", None)])
     assert head.startswith(b"HTTP/1.1 200 OK")
     assert head.endswith(b"\r\n\r\n")
     assert "Traceback" not in server.log()
+
+
+@pytest.mark.parametrize("path", ["front door", "aiohttp"])
+def test_a_resync_for_a_malformed_id_carries_the_newest_id(
+    server: ServerProcess, path: str
+) -> None:
+    body = b'{"topic": "a", "data": "x"}'
+    publish = (
+        b"POST /publish HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n%b" % (len(body), body)
+    )
+    (published,) = exchange(server.port, [(publish, JSON_END)])
+    newest = json.loads(published.partition(b"\r\n\r\n")[2])["id"]
+    request, resync_end = get("topic=a", "Last-Event-ID: not-an-id\r\n"), b'"}\n\n'
+    if path == "front door":
+        (answer,) = exchange(server.port, [(request, resync_end)])
+    else:
+        _, answer = exchange(server.port, [(HEALTH, JSON_END), (request, resync_end)])
+    assert f"\nid: {newest}\nevent: resync\ndata: ".encode() in answer
+    assert b"malformed event id" in answer
 
 
 REQUEST_LINES = st.sampled_from(

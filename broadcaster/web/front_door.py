@@ -42,15 +42,13 @@ from broadcaster.broker import HIGH_WATER, Broker, Subscription
 from broadcaster.config import Settings
 from broadcaster.events import EventId, Frame
 from broadcaster.web import cors, stream
+from broadcaster.web.connection import MAX_FIELD_SIZE, MAX_HEADERS, MAX_LINE_SIZE
 from broadcaster.web.errors import ApiError
 from broadcaster.web.keys import BROKER, SETTINGS
 
 PREFIX = b"GET /events"
 HEAD_END = b"\r\n\r\n"
 LAST_CHUNK = b"0\r\n\r\n"
-# aiohttp's own limits, so that whatever aiohttp would refuse is handed to it to refuse.
-MAX_LINE_SIZE = MAX_FIELD_SIZE = 8190
-MAX_HEADERS = 128
 BODY_HEADERS = ("Content-Length", "Transfer-Encoding", "Expect", "Upgrade")
 
 
@@ -74,6 +72,7 @@ class FrontDoor:
         self.sniffing: set[StreamProtocol] = set()
         self.streams: set[StreamProtocol] = set()
         self.heads = ResponseHead(self.settings.cors_origins)
+        self.awaiting_head: dict[asyncio.Protocol, asyncio.TimerHandle] = {}
         self._all_closed: asyncio.Event | None = None
 
     def __call__(self) -> StreamProtocol:
@@ -99,6 +98,25 @@ class FrontDoor:
         origin = message.headers.get("Origin")
         return StreamRequest(topics, last_id, origin, message.path)
 
+    def expect_head(
+        self, protocol: asyncio.Protocol, transport: asyncio.Transport, deadline: float
+    ) -> None:
+        """Hold a handed-over connection to the deadline its first read started
+        under: aiohttp's own timer starts at the hand-over, and would give a
+        head that began just before the deadline a whole idle timeout more."""
+
+        def overdue() -> None:
+            self.awaiting_head.pop(protocol, None)
+            transport.close()
+
+        self.awaiting_head[protocol] = asyncio.get_running_loop().call_at(deadline, overdue)
+
+    def head_received(self, protocol: asyncio.Protocol) -> None:
+        """aiohttp has built a request on `protocol`: its first head came in time."""
+        timer = self.awaiting_head.pop(protocol, None)
+        if timer is not None:
+            timer.cancel()
+
     def moved(self, protocol: StreamProtocol, into: set[StreamProtocol] | None) -> None:
         """Track a connection from sniffing to streaming, or out of the door."""
         self.sniffing.discard(protocol)
@@ -114,6 +132,9 @@ class FrontDoor:
         whatever is still open (a client that stopped reading)."""
         for protocol in list(self.sniffing):
             protocol.close()
+        for timer in self.awaiting_head.values():
+            timer.cancel()  # aiohttp's runner has closed those connections
+        self.awaiting_head.clear()
         if self.sniffing or self.streams:
             self._all_closed = asyncio.Event()
             try:
@@ -125,6 +146,7 @@ class FrontDoor:
 
 
 def _parse(data: bytes) -> RawRequestMessage | None:
+    # aiohttp's limits, so that whatever aiohttp would refuse is handed to it to refuse.
     parser = HttpRequestParser(
         None, asyncio.get_running_loop(), 2**16,
         max_line_size=MAX_LINE_SIZE, max_headers=MAX_HEADERS, max_field_size=MAX_FIELD_SIZE,
@@ -221,21 +243,22 @@ class StreamProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._sub is not None:
             return  # after a stream's request, nothing the client sends matters
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        timer, self._timer = self._timer, None
+        assert timer is not None
+        timer.cancel()
         request = self._door.accept(data)
         if request is None:
-            self._hand_off(data)
+            self._hand_off(data, timer.when())
         else:
             self._start(request)
 
-    def _hand_off(self, data: bytes) -> None:
+    def _hand_off(self, data: bytes, deadline: float) -> None:
         transport = self._transport
         assert transport is not None
         protocol = self._door.hand_off_to()
         transport.set_protocol(protocol)
         protocol.connection_made(transport)
+        self._door.expect_head(protocol, transport, deadline)
         protocol.data_received(data)
         self._transport = None
         self._door.moved(self, None)

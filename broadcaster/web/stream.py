@@ -37,6 +37,10 @@ HEADERS = {
 }
 RETRY_AFTER_SECONDS = "5"
 SHUTDOWN_DATA = sse.encode(json.dumps({"reason": "server shutting down"}), event="shutdown")
+# Newer than any id a backend issues. Every backend answers a replay after an id
+# it has not reached with a resync naming its newest id, which is how a stream
+# with a malformed Last-Event-ID learns the id its resync must carry.
+BEYOND_ANY_ID = EventId(10**20, 0)
 
 
 class EventStreamResponse(web.StreamResponse):
@@ -128,7 +132,8 @@ async def opening(
     try:
         last = EventId.parse(last_id)
     except ValueError as error:
-        return head + _resync(str(error), None), None
+        newest = (await broker.replay(BEYOND_ANY_ID, topics)).head
+        return head + _resync(str(error), newest), None
     replay = await broker.replay(last, topics)
     if not replay.complete:
         reason = f"event id {last} is unknown or older than the history"

@@ -1,0 +1,39 @@
+"""The protocol the front door hands connections to is aiohttp's, configured as
+aiohttp would configure it, only answering its refusals as JSON.
+
+`FrontDoorSite` builds it from `web.Server._kwargs`, a private attribute: these
+tests fail on the aiohttp upgrade that moves or changes it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from aiohttp import web
+
+from broadcaster import logs
+from broadcaster.app import create_app
+from broadcaster.config import Settings
+from broadcaster.server import BACKLOG, FrontDoorSite
+from broadcaster.web.connection import MAX_FIELD_SIZE, MAX_LINE_SIZE, Connection
+
+QUIET = Settings(tick_interval=3600, heartbeat_interval=3600)
+
+
+async def test_the_handed_over_protocol_has_the_runners_settings() -> None:
+    app = create_app(replace(QUIET, idle_timeout=7.5))
+    runner = web.AppRunner(
+        app, keepalive_timeout=7.5, tcp_keepalive=False, access_log_class=logs.AccessLogger
+    )
+    await runner.setup()
+    try:
+        site = FrontDoorSite(runner, "127.0.0.1", 0, BACKLOG)
+        assert runner.server is not None
+        ours, aiohttps = site.door.hand_off_to(), runner.server()
+        assert isinstance(ours, Connection)
+        assert isinstance(aiohttps, web.RequestHandler)
+        assert ours.keepalive_timeout == aiohttps.keepalive_timeout == 7.5
+        assert type(ours.access_logger) is type(aiohttps.access_logger) is logs.AccessLogger
+        assert (ours.max_line_size, ours.max_field_size) == (MAX_LINE_SIZE, MAX_FIELD_SIZE)
+    finally:
+        await runner.cleanup()
