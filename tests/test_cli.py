@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 
 from bench.run import free_port
+from broadcaster.client import retry_after_seconds
 from tests.conftest import ServerFactory, health, open_stream, wait_for
 
 QUIET = ("--tick-interval", "3600", "--heartbeat-interval", "3600", "--retry-ms", "100")
@@ -79,7 +80,8 @@ async def listening(*args: str, env: dict[str, str] | None = None) -> AsyncItera
     try:
         yield Listener(proc)
     finally:
-        proc.kill()
+        if proc.returncode is None:
+            proc.kill()
         await proc.wait()
 
 
@@ -332,3 +334,21 @@ async def _wait_clients(base: str, count: int) -> None:
             return (await health(session, base))["clients"] == count
 
         await wait_for(reached, 10, f"{count} client(s) on the server")
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [
+        (None, None),
+        ("", None),
+        ("5", 5.0),
+        (" 12 ", 12.0),
+        ("soon", None),
+        ("-3", None),
+        ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0),  # a date already past: no wait
+    ],
+)
+def test_retry_after_is_read_as_seconds_or_a_date(
+    header: str | None, seconds: float | None
+) -> None:
+    assert retry_after_seconds(header) == seconds
