@@ -52,6 +52,11 @@ def main(argv: Sequence[str]) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader left (`listen | head -1`): end quietly, and keep the
+        # interpreter's own final flush from failing on the same pipe.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 def usage_lines() -> list[str]:
@@ -247,8 +252,9 @@ async def _follow(
         where = target.with_query(None)
         if resp.status != 200:
             refusal = f"{where} answered {resp.status}: {await _server_error(resp)}"
-            # A client error stays one (bad topic, wrong path); 429 and 5xx pass.
-            if 400 <= resp.status < 500 and resp.status != 429:
+            # Only "busy" (429) and server trouble (5xx) may pass; a bad topic or a
+            # wrong path stays one, and 204 is how the SSE spec says "stop".
+            if resp.status != 429 and resp.status < 500:
                 raise Failure(refusal)
             _note("listen", refusal)
             return retry_after_seconds(resp.headers.get("Retry-After"))

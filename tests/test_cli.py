@@ -352,3 +352,32 @@ def test_retry_after_is_read_as_seconds_or_a_date(
     header: str | None, seconds: float | None
 ) -> None:
     assert retry_after_seconds(header) == seconds
+
+
+async def test_listen_ends_quietly_when_its_reader_leaves(server_process: ServerFactory) -> None:
+    """As in `broadcaster listen | head -n 1`."""
+    server = server_process(*QUIET)
+    read_end, write_end = os.pipe()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "broadcaster", "listen", "--topic", "t", "--url", server.url,
+        stdout=write_end, stderr=asyncio.subprocess.PIPE, env=client_env(None),
+    )  # fmt: skip
+    os.close(write_end)
+    try:
+        reading = asyncio.create_task(asyncio.to_thread(_first_line_then_leave, read_end))
+        await _wait_subscribed(server.url)
+        first = await published(server.url, "t", "one")
+        line = await asyncio.wait_for(reading, LINE_TIMEOUT)
+        assert line.decode() == f"[{first}] message: one\n"
+        await published(server.url, "t", "two")
+        _, err = await asyncio.wait_for(proc.communicate(), LINE_TIMEOUT)
+        assert (proc.returncode, err.decode()) == (1, "")
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+def _first_line_then_leave(fd: int) -> bytes:
+    with open(fd, "rb") as reader:
+        return reader.readline()
