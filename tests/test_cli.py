@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from bench.run import free_port
 from broadcaster.client import retry_after_seconds
@@ -38,7 +39,12 @@ async def cli(
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE, env=client_env(env),
     )  # fmt: skip
-    out, err = await asyncio.wait_for(proc.communicate(stdin), 30)
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(stdin), 30)
+    finally:
+        if proc.returncode is None:  # timed out: a command that should have ended
+            proc.kill()
+            await proc.wait()
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
 
@@ -200,6 +206,36 @@ async def test_listen_ends_on_a_client_error_with_the_servers_words(
         "",
         f"broadcaster listen: {server.url}/nope answered 404: Not Found\n",
     )
+
+
+@pytest.mark.parametrize(
+    ("status", "content_type", "says"),
+    [
+        (204, None, "answered 204: No Content"),
+        (200, "text/html", "is not an event stream: it answered text/html"),
+    ],
+)
+async def test_listen_stops_on_answers_that_retrying_cannot_change(
+    status: int, content_type: str | None, says: str
+) -> None:
+    """Not what broadcaster answers, but what a proxy or a wrong URL may."""
+
+    async def answer(request: web.Request) -> web.Response:
+        body = "<p>hi</p>" if content_type else None
+        return web.Response(status=status, text=body, content_type=content_type)
+
+    app = web.Application()
+    app.router.add_get("/events", answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        code, out, err = await cli("listen", "--url", f"http://127.0.0.1:{port}")
+    finally:
+        await runner.cleanup()
+    assert (code, out) == (1, "")
+    assert err == f"broadcaster listen: http://127.0.0.1:{port}/events {says}\n"
 
 
 async def test_listen_waits_out_a_full_server_and_gets_in_when_a_slot_frees(
