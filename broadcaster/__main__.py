@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import difflib
 import logging
 import os
 import sys
@@ -20,20 +21,37 @@ log = logging.getLogger("broadcaster")
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
-    if args and args[0] in client.COMMANDS:
+    # The server takes options only, so a first bare word can only be a command.
+    if args and not args[0].startswith("-"):
+        if args[0] not in client.COMMANDS:
+            _server_parser().error(_unknown_command(args[0]))
         sys.exit(client.main(args))
     settings = _settings(args)
     logs.configure(settings.log_level, settings.log_format)
     serve(settings)
 
 
-def _settings(args: list[str]) -> Settings:
+def _unknown_command(word: str) -> str:
+    close = difflib.get_close_matches(word, client.COMMANDS, n=1)
+    if close:
+        return f"unknown command {word!r}; did you mean {close[0]!r}?"
+    return f"unknown command {word!r}; the commands are {' and '.join(client.COMMANDS)}"
+
+
+def _server_parser() -> argparse.ArgumentParser:
+    usage = "\n       ".join(["%(prog)s [options]", *client.usage_lines()])
     parser = argparse.ArgumentParser(
         prog="broadcaster",
+        usage=usage,
         description="Serve Server-Sent Events to browsers: a fan-out pub/sub server.",
         epilog="Clients: 'broadcaster publish --help' and 'broadcaster listen --help'.",
     )
     add_arguments(parser)
+    return parser
+
+
+def _settings(args: list[str]) -> Settings:
+    parser = _server_parser()
     try:
         return from_namespace(parser.parse_args(args), os.environ)
     except SettingsError as error:

@@ -1,13 +1,22 @@
-"""`broadcaster publish` and `broadcaster listen`: command-line clients of a server."""
+"""`broadcaster publish` and `broadcaster listen`: command-line clients of a server.
+
+Anything that goes wrong is one line on stderr, `broadcaster <command>: <what is
+wrong>`, and exit status 1; a mistake in the command line itself is argparse's
+usage message and exit status 2.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import email.utils
 import json
 import os
+import socket
+import ssl
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Mapping, Sequence
 
 import aiohttp
 from yarl import URL
@@ -16,79 +25,274 @@ from broadcaster.sse_parser import ServerEvent, SSEParser
 
 COMMANDS = ("publish", "listen")
 DEFAULT_URL = "http://127.0.0.1:8000"
+URL_ENV = "BROADCASTER_URL"
 TOKEN_ENV = "BROADCASTER_PUBLISH_TOKEN"
+TOKEN_HINT = f"pass --token or set {TOKEN_ENV}"
 MAX_BACKOFF_SECONDS = 30.0
+PUBLISH_TIMEOUT = aiohttp.ClientTimeout(total=60, sock_connect=10)
+# A stream may be quiet for as long as the server likes; only connecting is bounded.
+LISTEN_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_read=None, sock_connect=10)
+
+
+class Failure(Exception):
+    """What went wrong, in one line for a person; ends the command with status 1."""
 
 
 def main(argv: Sequence[str]) -> int:
-    args = _parser().parse_args(argv)
+    parser, commands = _parsers()
+    args = parser.parse_args(argv)
     try:
+        url = server_url(*_url_source(commands[args.command], args, os.environ))
         if args.command == "publish":
-            return asyncio.run(publish(args.url, args.topic, args.data, args.event, args.token))
-        return asyncio.run(listen(args.url, args.topic, as_json=args.json))
+            data = _stdin_text() if args.data == "-" else args.data
+            return asyncio.run(publish(url, args.topic, data, args.event, args.token))
+        return asyncio.run(listen(url, args.topic, as_json=args.json))
+    except Failure as failure:
+        print(f"broadcaster {args.command}: {failure}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader left (`listen | head -1`): end quietly, and keep the
+        # interpreter's own final flush from failing on the same pipe.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
-def _parser() -> argparse.ArgumentParser:
+def usage_lines() -> list[str]:
+    """Each command's usage line, for the server's `--help`."""
+    _, commands = _parsers()
+    return [sub.format_usage().removeprefix("usage: ").strip() for sub in commands.values()]
+
+
+def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     parser = argparse.ArgumentParser(prog="broadcaster")
-    commands = parser.add_subparsers(dest="command", required=True)
-    pub = commands.add_parser("publish", help="publish one event")
-    pub.add_argument("data", help="the event's data (any UTF-8 text)")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    url_help = f"server (env {URL_ENV}; default {DEFAULT_URL})"
+    pub = subparsers.add_parser(
+        "publish",
+        help="publish one event",
+        usage="%(prog)s --topic T [--event E] [--url URL] [--token TOKEN] DATA",
+    )
+    pub.add_argument("data", metavar="DATA", help="the event's data (UTF-8 text); - reads stdin")
     pub.add_argument("--topic", required=True, help="topic to publish on")
     pub.add_argument("--event", help="event type (default: message)")
-    pub.add_argument("--url", default=DEFAULT_URL, help=f"server (default {DEFAULT_URL})")
+    pub.add_argument("--url", help=url_help)
     pub.add_argument(
         "--token", default=os.environ.get(TOKEN_ENV), help=f"bearer token (env {TOKEN_ENV})"
     )
-    lis = commands.add_parser("listen", help="print events as they arrive, reconnecting")
-    lis.add_argument("url", nargs="?", default=DEFAULT_URL, help=f"server (default {DEFAULT_URL})")
+    lis = subparsers.add_parser(
+        "listen",
+        help="print events as they arrive, reconnecting",
+        usage="%(prog)s [--topic T ...] [--json] [--url URL]",
+    )
     lis.add_argument("--topic", action="append", help="topic to follow; repeat for several")
     lis.add_argument("--json", action="store_true", help="one JSON object per event")
-    return parser
+    lis.add_argument("--url", help=url_help)
+    # The URL used to be positional; old scripts keep working.
+    lis.add_argument("old_url", nargs="?", metavar="URL", help=argparse.SUPPRESS)
+    return parser, {"publish": pub, "listen": lis}
 
 
-async def publish(url: str, topic: str, data: str, event: str | None, token: str | None) -> int:
+def _url_source(
+    command: argparse.ArgumentParser, args: argparse.Namespace, environ: Mapping[str, str]
+) -> tuple[str, str]:
+    """The server URL as given, and where it came from (for error messages)."""
+    old_url: str | None = getattr(args, "old_url", None)
+    if old_url is not None:
+        if args.url is not None:
+            command.error("give the server URL once, with --url")
+        _note(args.command, "a URL without --url is deprecated; use --url URL")
+        return old_url, "URL"
+    if args.url is not None:
+        return args.url, "--url"
+    if environ.get(URL_ENV):
+        return environ[URL_ENV], URL_ENV
+    return DEFAULT_URL, "URL"
+
+
+def server_url(text: str, source: str = "URL") -> URL:
+    """`text` as an http(s) URL with a host, or a Failure saying what is missing."""
+    if "://" not in text:
+        guess = _with_scheme(text)
+        hint = f"; did you mean {guess}?" if guess else ""
+        raise Failure(f"{source} {text!r} needs http:// or https://{hint}")
+    try:
+        url = URL(text)
+    except ValueError as error:
+        raise Failure(f"{source} {text!r} is not a valid URL: {error}") from None
+    if url.scheme not in ("http", "https"):
+        raise Failure(f"{source} {text!r} is not an http:// or https:// URL")
+    if not url.host or any(c.isspace() for c in url.host):
+        raise Failure(f"{source} {text!r} has no valid host name")
+    return url
+
+
+def _with_scheme(text: str) -> str | None:
+    try:
+        url = URL("http://" + text)
+    except ValueError:
+        return None
+    return str(url) if url.host and text[:1].isalnum() else None
+
+
+def _stdin_text() -> str:
+    raw = sys.stdin.buffer.read()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise Failure(f"stdin is not UTF-8 text: {error.reason} at byte {error.start}") from None
+
+
+async def publish(url: URL, topic: str, data: str, event: str | None, token: str | None) -> int:
     body = {"topic": topic, "data": data} | ({"event": event} if event else {})
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    async with aiohttp.ClientSession() as session:
+    endpoint = _endpoint(url, "/publish")
+    async with aiohttp.ClientSession(timeout=PUBLISH_TIMEOUT) as session:
         try:
-            async with session.post(_endpoint(url, "/publish"), json=body, headers=headers) as resp:
-                answer = await resp.json(content_type=None)
-        except (aiohttp.ClientError, json.JSONDecodeError) as error:
-            print(f"broadcaster publish: {error}", file=sys.stderr)
-            return 1
-    if resp.status != 200:
-        print(f"broadcaster publish: {resp.status}: {answer.get('error')}", file=sys.stderr)
-        return 1
-    print(answer["id"])
+            async with session.post(endpoint, json=body, headers=headers) as resp:
+                if resp.status != 200:
+                    raise Failure(_refusal(resp.status, await _server_error(resp), bool(token)))
+                event_id = await _event_id(resp)
+        except (aiohttp.ClientError, TimeoutError) as error:
+            raise Failure(describe(error, url)) from None
+    if event_id is None:
+        raise Failure(f"{endpoint} answered without an event id: is it a broadcaster server?")
+    print(event_id)
     return 0
 
 
-async def listen(url: str, topics: list[str] | None, *, as_json: bool) -> int:
-    """Follow the stream forever; on every drop, reconnect with Last-Event-ID."""
-    target = _endpoint(url, "/events").with_query([("topic", t) for t in topics or []])
+def _refusal(status: int, message: str, sent_token: bool) -> str:
+    if status == 401:
+        # The server's own words are about the Authorization header, for HTTP users.
+        return f"server answered 401: a publish token is required; {TOKEN_HINT}"
+    if status == 403 and sent_token:
+        return f"server answered 403: {message}; {TOKEN_HINT}"
+    return f"server answered {status}: {message}"
+
+
+async def _event_id(resp: aiohttp.ClientResponse) -> str | None:
+    try:
+        answer = await resp.json(content_type=None)
+    except ValueError:
+        return None
+    event_id = answer.get("id") if isinstance(answer, dict) else None
+    return event_id if isinstance(event_id, str) else None
+
+
+async def _server_error(resp: aiohttp.ClientResponse) -> str:
+    """The `error` text of the server's JSON answer, else the HTTP reason, on one line."""
+    try:
+        body = await resp.json(content_type=None)
+    except ValueError:
+        body = None
+    message = body.get("error") if isinstance(body, dict) else None
+    text = str(message) if message else (resp.reason or "no reason given")
+    return " ".join(text.split())[:500]
+
+
+def describe(error: aiohttp.ClientError | TimeoutError, url: URL) -> str:
+    """A network failure in a person's words, without aiohttp's internals."""
+    origin = url.origin()
+    if isinstance(error, aiohttp.ClientConnectorError):
+        return f"cannot connect to {origin}: {_os_reason(error.os_error)}"
+    if isinstance(error, TimeoutError):
+        return f"no answer from {origin} in time"
+    if isinstance(error, aiohttp.ServerDisconnectedError):
+        return f"{origin} closed the connection"
+    if isinstance(error, aiohttp.ClientPayloadError):
+        return f"{origin} cut the response short"
+    return f"talking to {origin} failed: {type(error).__name__}"
+
+
+def _os_reason(error: OSError) -> str:
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return f"its TLS certificate is not trusted ({error.verify_message})"
+    if isinstance(error, ssl.SSLError):
+        return f"TLS failed ({error.reason})"
+    if isinstance(error, socket.gaierror):
+        return "no such host"
+    if error.errno:
+        return os.strerror(error.errno).lower()
+    return str(error) or type(error).__name__
+
+
+async def listen(url: URL, topics: list[str] | None, *, as_json: bool) -> int:
+    """Follow the stream until the server refuses it for good; on every drop,
+    reconnect with Last-Event-ID."""
+    target = _endpoint(url, "/events")
+    if topics:
+        target = target.extend_query([("topic", t) for t in topics])
     parser = SSEParser()
-    backoff = 0.0
-    timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
-    async with aiohttp.ClientSession(timeout=timeout) as session:
+    backoff = Backoff()
+    async with aiohttp.ClientSession(timeout=LISTEN_TIMEOUT) as session:
         while True:
-            headers = {"Last-Event-ID": parser.last_id} if parser.last_id else {}
+            retry_after = None
             try:
-                async with session.get(target, headers=headers) as resp:
-                    if resp.status == 200:
-                        backoff = 0.0
-                        async for chunk in resp.content.iter_any():
-                            for event in parser.feed(chunk):
-                                _print(event, as_json)
-                    else:
-                        _note(f"server answered {resp.status}")
-            except aiohttp.ClientError as error:
-                _note(f"connection failed: {error}")
-            backoff = min(MAX_BACKOFF_SECONDS, max(backoff * 2, (parser.retry or 1000) / 1000))
-            _note(f"reconnecting in {backoff:g}s")
-            await asyncio.sleep(backoff)
+                retry_after = await _follow(session, target, parser, backoff, as_json)
+            except (aiohttp.ClientError, TimeoutError) as error:
+                _note("listen", describe(error, target))
+            delay = backoff.next(parser.retry, retry_after)
+            _note("listen", f"reconnecting in {delay:g}s")
+            await asyncio.sleep(delay)
             parser = _fresh_parser(parser)
+
+
+async def _follow(
+    session: aiohttp.ClientSession,
+    target: URL,
+    parser: SSEParser,
+    backoff: Backoff,
+    as_json: bool,
+) -> float | None:
+    """One connection, printing its events; returns the server's Retry-After,
+    or raises Failure if retrying cannot help."""
+    headers = {"Last-Event-ID": parser.last_id} if parser.last_id else {}
+    async with session.get(target, headers=headers) as resp:
+        where = target.with_query(None)
+        if resp.status != 200:
+            refusal = f"{where} answered {resp.status}: {await _server_error(resp)}"
+            # Only "busy" (429) and server trouble (5xx) may pass; a bad topic or a
+            # wrong path stays one, and 204 is how the SSE spec says "stop".
+            if resp.status != 429 and resp.status < 500:
+                raise Failure(refusal)
+            _note("listen", refusal)
+            return retry_after_seconds(resp.headers.get("Retry-After"))
+        if resp.content_type != "text/event-stream":
+            raise Failure(f"{where} is not an event stream: it answered {resp.content_type}")
+        backoff.reset()
+        async for chunk in resp.content.iter_any():
+            for event in parser.feed(chunk):
+                _print(event, as_json)
+    return None
+
+
+class Backoff:
+    """Doubling delays, from the server's `retry:` (else 1 s) up to
+    MAX_BACKOFF_SECONDS; a Retry-After answer is waited out in full."""
+
+    def __init__(self) -> None:
+        self._last = 0.0
+
+    def reset(self) -> None:
+        self._last = 0.0
+
+    def next(self, retry_ms: int | None, retry_after: float | None) -> float:
+        self._last = min(MAX_BACKOFF_SECONDS, max(self._last * 2, (retry_ms or 1000) / 1000))
+        return max(self._last, retry_after or 0.0)
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """RFC 9110 Retry-After: delay-seconds or an HTTP-date; None if absent or malformed."""
+    if not value:
+        return None
+    if value.strip().isdigit():
+        return float(value.strip())
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
 
 
 def _fresh_parser(old: SSEParser) -> SSEParser:
@@ -99,19 +303,23 @@ def _fresh_parser(old: SSEParser) -> SSEParser:
 
 
 def _print(event: ServerEvent, as_json: bool) -> None:
+    # An event without its own id: field (shutdown, some resyncs) shows none,
+    # rather than the id that the spec carries over from the event before.
+    shown = event.id if event.id_given else None
     if as_json:
         line = json.dumps(
-            {"id": event.id, "event": event.event, "data": event.data}, ensure_ascii=False
+            {"id": shown, "event": event.event, "data": event.data}, ensure_ascii=False
         )
+    elif shown is None:
+        line = f"{event.event}: {event.data}"
     else:
-        line = f"[{event.id}] {event.event}: {event.data}"
+        line = f"[{shown}] {event.event}: {event.data}"
     print(line, flush=True)
 
 
-def _note(text: str) -> None:
-    print(f"broadcaster listen: {text}", file=sys.stderr, flush=True)
+def _note(command: str, text: str) -> None:
+    print(f"broadcaster {command}: {text}", file=sys.stderr, flush=True)
 
 
-def _endpoint(base: str, path: str) -> URL:
-    url = URL(base)
-    return url.with_path(path) if url.path in ("", "/") else url
+def _endpoint(base: URL, path: str) -> URL:
+    return base.with_path(path) if base.path in ("", "/") else base

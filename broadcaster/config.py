@@ -154,8 +154,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             type=option.parse,
             default=None,
             metavar=option.name.upper(),
-            help=f"{option.help} (env {env_name(option)}; default {default})",
+            help=f"{option.help} (env {env_name(option)}; default {shown_default(default)})",
         )
+
+
+def shown_default(value: Any) -> str:
+    """A default as --help and the README show it: no Python `None` or `()`."""
+    return "unset" if value in (None, ()) else str(value)
 
 
 def from_namespace(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import codecs
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 _LINE_END = re.compile(r"\r\n|\r|\n")
 
@@ -16,6 +16,10 @@ class ServerEvent:
     data: str
     event: str = "message"
     id: str = ""
+    # `id` is the spec's lastEventId, which persists from earlier events; this
+    # says whether the event's own block had an id: field. It stays out of ==,
+    # which compares what an EventSource would see.
+    id_given: bool = field(default=False, compare=False)
 
 
 class SSEParser:
@@ -26,6 +30,7 @@ class SSEParser:
         self._buffer = ""
         self._data: list[str] = []
         self._event = ""
+        self._id_given = False
         self.last_id = ""
         self.retry: int | None = None
 
@@ -54,13 +59,14 @@ class SSEParser:
             self._event = value
         elif name == "id" and "\x00" not in value:
             self.last_id = value
+            self._id_given = True
         elif name == "retry" and value.isascii() and value.isdigit():
             self.retry = int(value)
         return None
 
     def _dispatch(self) -> ServerEvent | None:
-        data, event = self._data, self._event
-        self._data, self._event = [], ""
+        data, event, id_given = self._data, self._event, self._id_given
+        self._data, self._event, self._id_given = [], "", False
         if not data:
             return None
-        return ServerEvent("\n".join(data), event or "message", self.last_id)
+        return ServerEvent("\n".join(data), event or "message", self.last_id, id_given)
