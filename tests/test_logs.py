@@ -106,3 +106,22 @@ def test_json_log_format_is_one_object_per_line(server_process: ServerFactory) -
     messages = [line["message"] for line in lines]
     assert any(m.startswith("Running on http://127.0.0.1:") for m in messages)
     assert "No publish token set: only loopback clients may publish" in messages
+
+
+async def test_a_malformed_request_is_one_warning_that_quotes_nothing(
+    server_process: ServerFactory,
+) -> None:
+    server = server_process(*QUIET)
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nX-Long: " + b"q" * 20_000 + b"\r\n\r\n")
+    assert (await reader.read()).startswith(b"HTTP/1.0 431 ")
+    writer.close()
+    await _logged(
+        server,
+        r"WARNING broadcaster.access: Refused a malformed request from 127.0.0.1: "
+        r"431 a header is longer than \d+ bytes$",
+    )
+    await _logged(server, r'"UNKNOWN /" 431 \d+ [\d.]+s$')
+    log = server.log()
+    assert "qqqq" not in log
+    assert "Error handling request" not in log

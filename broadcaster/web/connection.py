@@ -10,6 +10,7 @@ for a long header or too many headers), saying what is wrong in our own words.
 
 from __future__ import annotations
 
+import logging
 import re
 from http import HTTPStatus
 from typing import Any
@@ -44,6 +45,8 @@ LIMITS = {
 _REASON = re.compile(r"[A-Z][A-Za-z' -]{2,79}")
 _TLS = "Received HTTPS traffic on an HTTP port"
 
+log = logging.getLogger("broadcaster.access")
+
 
 class Connection(RequestHandler):
     """aiohttp's `RequestHandler`, answering its own refusals as JSON."""
@@ -63,6 +66,8 @@ class Connection(RequestHandler):
         # aiohttp's own: it logs the error, and raises if an answer has begun.
         super().handle_error(request, status, exc, message)
         status, text = refusal(self, status, exc)
+        if isinstance(exc, HttpProcessingError):
+            log.warning("Refused a malformed request from %s: %d %s", request.remote, status, text)
         response = web.Response(status=status, text=error_body(status, text), content_type=JSON)
         response.force_close()
         return response
