@@ -105,17 +105,26 @@ class RedisBackend:
         return Event(topic, EventId.parse(entry_id), data, type)
 
     async def since(self, last: EventId, topics: Collection[str]) -> Replay:
+        # One transaction, so the head reported is exactly the newest entry the
+        # range can hold: the broker drops live frames at or below the head as
+        # already replayed, and takes every one after it. Read apart, entries
+        # added between the two commands were sent twice (replayed and live),
+        # and a trim between them could have cut the range without a resync.
         try:
-            info = await self._stream_info()
-            head = info["last-entry"]
-            head_id = EventId.parse(head[0]) if head else None
-            if head_id is None or last > head_id or last < self._oldest_complete(info):
-                return Replay([], complete=False, head=head_id)
-            entries = cast(Entries, await self._writer.xrange(STREAM, f"({last}", "+"))
+            async with self._writer.pipeline(transaction=True) as transaction:
+                transaction.xinfo_stream(STREAM)
+                transaction.xrange(STREAM, f"({last}", "+")
+                info, entries = await transaction.execute(raise_on_error=False)
+            info = self._stream_info(info)
         except RedisError as error:
             self._mark_down(error)
             return Replay([], complete=False, head=None)
-        events = (self._event(entry_id, fields) for entry_id, fields in entries)
+        self._mark_up()
+        head = info["last-entry"]
+        head_id = EventId.parse(head[0]) if head else None
+        if head_id is None or last > head_id or last < self._oldest_complete(info):
+            return Replay([], complete=False, head=head_id)
+        events = (self._event(entry_id, fields) for entry_id, fields in cast(Entries, entries))
         return Replay([e for e in events if e and e.topic in topics], complete=True, head=head_id)
 
     def healthy(self) -> bool:
@@ -135,14 +144,14 @@ class RedisBackend:
         await self._writer.aclose()
         await self._reader.aclose()
 
-    async def _stream_info(self) -> dict[str, Any]:
-        try:
-            info: dict[str, Any] = await self._writer.xinfo_stream(STREAM)
-        except RedisError as error:
-            if "no such key" not in str(error).lower():
-                raise
+    @staticmethod
+    def _stream_info(reply: dict[str, Any] | Exception) -> dict[str, Any]:
+        """XINFO STREAM's answer, with a stream not created yet read as empty."""
+        if isinstance(reply, Exception):
+            if "no such key" not in str(reply).lower():
+                raise reply
             return {"last-entry": None, "first-entry": None}
-        return info
+        return reply
 
     @staticmethod
     def _oldest_complete(info: dict[str, Any]) -> EventId:
@@ -164,8 +173,8 @@ class RedisBackend:
                 if self._last is None:
                     # Start from what is newest now; afterwards always resume from
                     # the last id seen, so nothing Redis accepted is ever skipped.
-                    head = (await self._stream_info())["last-entry"]
-                    self._last = head[0] if head else "0-0"
+                    newest = cast(Entries, await self._reader.xrevrange(STREAM, count=1))
+                    self._last = newest[0][0] if newest else "0-0"
                     self._mark_up()
                 replies = cast(
                     list[tuple[str, Entries]],
