@@ -168,3 +168,55 @@ async def test_redis_restart_loses_nothing_acknowledged(
     log = server.log()
     assert log.count("Redis unavailable") == 1
     assert log.count("Redis connection restored") == 1
+
+
+OUTAGE = 7.0
+"""Long enough for a growing retry backoff to have reached seconds (0.1 s doubling
+to 5 s, as it was, slept from 6.3 s to 11.3 s into an outage)."""
+RECOVERY = 1.5
+
+
+async def test_health_and_delivery_recover_as_soon_as_redis_answers(
+    server_process: ServerFactory, redis_server: RedisServer
+) -> None:
+    # Both instances are idle while Redis is away; only `publisher` is then used.
+    publisher, idle = instances(server_process, redis_server, 2, *QUIET)
+    async with (
+        aiohttp.ClientSession() as session,
+        open_stream(session, f"{publisher.url}/events?topic=t") as on_publisher,
+        open_stream(session, f"{idle.url}/events?topic=t") as on_idle,
+    ):
+        await subscribed(session, publisher, 1)
+        await subscribed(session, idle, 1)
+        redis_server.stop()
+
+        async def both_down() -> bool:
+            bodies = [await health(session, s.url) for s in (publisher, idle)]
+            return all(b["backend"] == {"name": "redis", "status": "down"} for b in bodies)
+
+        await wait_for(both_down, 10, "both instances to see Redis go away")
+        await asyncio.sleep(OUTAGE)  # the outage itself: what is measured comes after it
+        redis_server.start()
+        back = time.monotonic()
+        await publish(session, publisher.url, "after the restart")
+
+        async def healthy(server: ServerProcess) -> float:
+            async def up() -> bool:
+                async with session.get(f"{server.url}/healthz") as response:
+                    return response.status == 200
+
+            await wait_for(up, 15, f"{server.url} to be healthy")
+            return time.monotonic() - back
+
+        async def delivered(stream: Stream) -> float:
+            await stream.until(lambda e: e.data == "after the restart", timeout=15)
+            return time.monotonic() - back
+
+        lags = await asyncio.gather(
+            healthy(publisher), delivered(on_publisher), healthy(idle), delivered(on_idle)
+        )
+    print(
+        "\nafter Redis answered again: healthy, delivered (publisher, idle): "
+        + ", ".join(f"{lag:.2f}s" for lag in lags)
+    )
+    assert all(lag < RECOVERY for lag in lags), lags

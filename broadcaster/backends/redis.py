@@ -9,8 +9,10 @@ by every instance. The only module that imports `redis`.
   back this way too, so all instances deliver the same sequence.
 - Replay is an XRANGE from the client's last id.
 - When Redis goes away, publishing raises `BackendUnavailable` (a 503), the
-  reader retries with backoff and resumes from the last id it saw, and the log
-  says so once per change of state, not once per retry.
+  reader retries every `RETRY_SECONDS` and resumes from the last id it saw, and
+  the log says so once per change of state, not once per retry. Any call that
+  Redis answers (a publish, a replay, the lease) marks it up and wakes the
+  reader at once, so health and delivery never lag behind publishing.
 - A lease (SET NX PX, renewed by a compare-and-extend script) elects the one
   instance whose ticker publishes; it moves when its holder dies.
 """
@@ -38,7 +40,11 @@ STREAM = "broadcaster:events"
 LEADER = "broadcaster:ticker-leader"
 BLOCK_MS = 1000
 READ_COUNT = 1000
-MIN_BACKOFF, MAX_BACKOFF = 0.1, 5.0
+RETRY_SECONDS = 0.2
+"""The reader's pause between attempts while Redis is away. Short, because
+health and delivery wait on it: a growing backoff (it was 0.1 s to 5 s) kept both
+down for seconds after Redis was back. An attempt is one connection, refused at
+once or cut by `socket_connect_timeout`, which costs Redis no more than a probe."""
 # Extend the lease only if this instance still holds it.
 RENEW = """
 if redis.call('get', KEYS[1]) == ARGV[1] then
@@ -60,7 +66,7 @@ Entries = list[tuple[str, dict[str, str]]]
 
 def _client(url: str, read_timeout: float) -> Redis:
     # No retries inside redis-py: a publish must fail fast (503) while Redis is
-    # away, and the reader has its own backoff.
+    # away, and the reader has its own pace of retries.
     return Redis.from_url(
         url,
         decode_responses=True,
@@ -81,6 +87,7 @@ class RedisBackend:
         self._lease_ms = int(lease_seconds * 1000)
         self._last: str | None = None
         self._up: bool | None = None
+        self._answered = asyncio.Event()
         self._leader = False
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -102,6 +109,7 @@ class RedisBackend:
         except RedisError as error:
             self._mark_down(error)
             raise BackendUnavailable(f"Redis is unreachable ({error})") from None
+        self._mark_up()
         return Event(topic, EventId.parse(entry_id), data, type)
 
     async def since(self, last: EventId, topics: Collection[str]) -> Replay:
@@ -167,7 +175,6 @@ class RedisBackend:
         return EventId.parse(first[0]) if first else EventId(0, 0)
 
     async def _read_forever(self, deliver: Deliver) -> None:
-        backoff = MIN_BACKOFF
         while True:
             try:
                 if self._last is None:
@@ -184,17 +191,31 @@ class RedisBackend:
                 )
             except RedisError as error:
                 self._mark_down(error)
-                await asyncio.sleep(backoff)
-                backoff = min(MAX_BACKOFF, backoff * 2)
+                await self._drop_idle_connections()
+                await self._pause_unless_answered()
                 continue
             self._mark_up()
-            backoff = MIN_BACKOFF
             for _stream, entries in replies:
                 for entry_id, fields in entries:
                     self._last = entry_id
                     event = self._event(entry_id, fields)
                     if event is not None:
                         deliver(event)
+
+    async def _drop_idle_connections(self) -> None:
+        """Close the publisher's idle connections: a Redis that went away took
+        them with it. redis-py 8 (maintenance notifications on "auto") no longer
+        checks an idle connection before reusing it, so without this the first
+        publish after Redis is back fails on a dead one."""
+        with contextlib.suppress(RedisError, OSError):
+            await self._writer.connection_pool.disconnect(inuse_connections=False)
+
+    async def _pause_unless_answered(self) -> None:
+        """Wait `RETRY_SECONDS` before the reader tries again, or less, if Redis
+        answers another call meanwhile."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(RETRY_SECONDS):
+                await self._answered.wait()
 
     async def _lead_forever(self) -> None:
         while True:
@@ -205,6 +226,8 @@ class RedisBackend:
                     held = await self._writer.set(LEADER, self.instance, nx=True, px=self._lease_ms)
             except RedisError:
                 held = False
+            else:
+                self._mark_up()
             self._set_leader(bool(held))
             await asyncio.sleep(self._lease_ms / 3000)
 
@@ -229,6 +252,7 @@ class RedisBackend:
         if self._up is not False:
             log.warning("Redis unavailable: %s; publishing answers 503 until it is back", error)
         self._up = False
+        self._answered.clear()
 
     def _mark_up(self) -> None:
         if self._up is False:
@@ -236,3 +260,4 @@ class RedisBackend:
         elif self._up is None:
             log.info("Connected to Redis; instance %s", self.instance)
         self._up = True
+        self._answered.set()
