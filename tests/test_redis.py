@@ -1,4 +1,5 @@
-"""Several instances on one real redis-server: every test starts real processes."""
+"""Several instances on one real redis-server: real processes, and the backend
+itself where a race needs a precise moment."""
 
 from __future__ import annotations
 
@@ -8,7 +9,10 @@ import time
 
 import aiohttp
 import pytest
+from redis.asyncio import Redis
 
+from broadcaster.backends.redis import STREAM, RedisBackend
+from broadcaster.events import Event
 from tests.conftest import (
     RedisServer,
     ServerFactory,
@@ -220,3 +224,24 @@ async def test_health_and_delivery_recover_as_soon_as_redis_answers(
         + ", ".join(f"{lag:.2f}s" for lag in lags)
     )
     assert all(lag < RECOVERY for lag in lags), lags
+
+
+async def test_every_event_added_once_started_is_delivered(redis_server: RedisServer) -> None:
+    """The reader's starting point is taken before `start` returns, i.e. before
+    the app serves anyone; an event another instance adds just after must come."""
+    other_instance = Redis.from_url(redis_server.url, decode_responses=True)
+    await other_instance.xadd(STREAM, {"topic": "t", "data": "before"})
+    backend = RedisBackend(redis_server.url, history=100, lease_seconds=3600)
+    delivered: list[Event] = []
+    try:
+        await backend.start(delivered.append)
+        added = await other_instance.xadd(STREAM, {"topic": "t", "data": "just after"})
+
+        async def arrived() -> bool:
+            return bool(delivered)
+
+        await wait_for(arrived, 5, "the event added just after start")
+    finally:
+        await backend.aclose()
+        await other_instance.aclose()
+    assert [(str(e.id), e.data) for e in delivered] == [(added, "just after")]

@@ -6,7 +6,8 @@ by every instance. The only module that imports `redis`.
   (`<ms>-<seq>`) are the event ids, the same on every instance.
 - One reader task per instance follows the stream with XREAD BLOCK and hands
   every entry to the broker, in stream order; an instance's own publishes come
-  back this way too, so all instances deliver the same sequence.
+  back this way too, so all instances deliver the same sequence. It starts from
+  the newest entry when the backend starts, taken before the app serves anyone.
 - Replay is an XRANGE from the client's last id.
 - When Redis goes away, publishing raises `BackendUnavailable` (a 503), the
   reader retries every `RETRY_SECONDS` and resumes from the last id it saw, and
@@ -88,10 +89,16 @@ class RedisBackend:
         self._last: str | None = None
         self._up: bool | None = None
         self._answered = asyncio.Event()
+        self._positioning = asyncio.Lock()
         self._leader = False
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self, deliver: Deliver) -> None:
+        # Where the reader starts is taken now, before the app serves anyone: an
+        # entry added between a subscriber's arrival and that moment would
+        # never be delivered. If Redis is away, the reader takes it once back.
+        with contextlib.suppress(RedisError):
+            await self._take_start()
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._read_forever(deliver), name="redis reader"),
@@ -103,6 +110,9 @@ class RedisBackend:
         if type is not None:
             fields["type"] = type
         try:
+            if self._last is None:
+                # Or this very event could come before the reader's start.
+                await self._take_start()
             entry_id = cast(
                 str, await self._writer.xadd(STREAM, fields, maxlen=self._history, approximate=True)
             )
@@ -119,6 +129,8 @@ class RedisBackend:
         # added between the two commands were sent twice (replayed and live),
         # and a trim between them could have cut the range without a resync.
         try:
+            if self._last is None:
+                await self._take_start()  # else what the replay ends on may precede it
             async with self._writer.pipeline(transaction=True) as transaction:
                 transaction.xinfo_stream(STREAM)
                 transaction.xrange(STREAM, f"({last}", "+")
@@ -177,17 +189,10 @@ class RedisBackend:
     async def _read_forever(self, deliver: Deliver) -> None:
         while True:
             try:
-                if self._last is None:
-                    # Start from what is newest now; afterwards always resume from
-                    # the last id seen, so nothing Redis accepted is ever skipped.
-                    newest = cast(Entries, await self._reader.xrevrange(STREAM, count=1))
-                    self._last = newest[0][0] if newest else "0-0"
-                    self._mark_up()
+                last = self._last or await self._take_start()
                 replies = cast(
                     list[tuple[str, Entries]],
-                    await self._reader.xread(
-                        {STREAM: self._last}, block=BLOCK_MS, count=READ_COUNT
-                    ),
+                    await self._reader.xread({STREAM: last}, block=BLOCK_MS, count=READ_COUNT),
                 )
             except RedisError as error:
                 self._mark_down(error)
@@ -201,6 +206,17 @@ class RedisBackend:
                     event = self._event(entry_id, fields)
                     if event is not None:
                         deliver(event)
+
+    async def _take_start(self) -> str:
+        """The reader's starting point: the newest entry, read once. Afterwards it
+        always resumes from the last id seen, so nothing Redis accepted is ever
+        skipped. Under a lock, so that no publish lands before a start read later."""
+        async with self._positioning:
+            if self._last is None:
+                newest = cast(Entries, await self._writer.xrevrange(STREAM, count=1))
+                self._last = newest[0][0] if newest else "0-0"
+                self._mark_up()
+            return self._last
 
     async def _drop_idle_connections(self) -> None:
         """Close the publisher's idle connections: a Redis that went away took
