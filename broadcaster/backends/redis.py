@@ -8,7 +8,8 @@ by every instance. The only module that imports `redis`.
   every entry to the broker, in stream order; an instance's own publishes come
   back this way too, so all instances deliver the same sequence. It starts from
   the newest entry when the backend starts, taken before the app serves anyone.
-- Replay is an XRANGE from the client's last id.
+- Replay is an XRANGE from the client's last id, in one transaction with the
+  XINFO STREAM that gives its head.
 - When Redis goes away, publishing raises `BackendUnavailable` (a 503), the
   reader retries every `RETRY_SECONDS` and resumes from the last id it saw, and
   the log says so once per change of state, not once per retry. Any call that
@@ -130,7 +131,8 @@ class RedisBackend:
         # and a trim between them could have cut the range without a resync.
         try:
             if self._last is None:
-                await self._take_start()  # else what the replay ends on may precede it
+                # Else entries between the replay's head and a later start are lost.
+                await self._take_start()
             async with self._writer.pipeline(transaction=True) as transaction:
                 transaction.xinfo_stream(STREAM)
                 transaction.xrange(STREAM, f"({last}", "+")
@@ -210,7 +212,8 @@ class RedisBackend:
     async def _take_start(self) -> str:
         """The reader's starting point: the newest entry, read once. Afterwards it
         always resumes from the last id seen, so nothing Redis accepted is ever
-        skipped. Under a lock, so that no publish lands before a start read later."""
+        skipped. Under a lock: a publish waits for a start being read, rather
+        than landing before it."""
         async with self._positioning:
             if self._last is None:
                 newest = cast(Entries, await self._writer.xrevrange(STREAM, count=1))
