@@ -1,4 +1,5 @@
-"""Several instances on one real redis-server: every test starts real processes."""
+"""Several instances on one real redis-server: real processes, and the backend
+itself where a race needs a precise moment."""
 
 from __future__ import annotations
 
@@ -8,7 +9,10 @@ import time
 
 import aiohttp
 import pytest
+from redis.asyncio import Redis
 
+from broadcaster.backends.redis import STREAM, RedisBackend
+from broadcaster.events import Event
 from tests.conftest import (
     RedisServer,
     ServerFactory,
@@ -168,3 +172,76 @@ async def test_redis_restart_loses_nothing_acknowledged(
     log = server.log()
     assert log.count("Redis unavailable") == 1
     assert log.count("Redis connection restored") == 1
+
+
+OUTAGE = 7.0
+"""Long enough for a growing retry backoff to have reached seconds (0.1 s doubling
+to 5 s, as it was, slept from 6.3 s to 11.3 s into an outage)."""
+RECOVERY = 1.5
+
+
+async def test_health_and_delivery_recover_as_soon_as_redis_answers(
+    server_process: ServerFactory, redis_server: RedisServer
+) -> None:
+    # Both instances are idle while Redis is away; only `publisher` is then used.
+    publisher, idle = instances(server_process, redis_server, 2, *QUIET)
+    async with (
+        aiohttp.ClientSession() as session,
+        open_stream(session, f"{publisher.url}/events?topic=t") as on_publisher,
+        open_stream(session, f"{idle.url}/events?topic=t") as on_idle,
+    ):
+        await subscribed(session, publisher, 1)
+        await subscribed(session, idle, 1)
+        redis_server.stop()
+
+        async def both_down() -> bool:
+            bodies = [await health(session, s.url) for s in (publisher, idle)]
+            return all(b["backend"] == {"name": "redis", "status": "down"} for b in bodies)
+
+        await wait_for(both_down, 10, "both instances to see Redis go away")
+        await asyncio.sleep(OUTAGE)  # the outage itself: what is measured comes after it
+        redis_server.start()
+        back = time.monotonic()
+        await publish(session, publisher.url, "after the restart")
+
+        async def healthy(server: ServerProcess) -> float:
+            async def up() -> bool:
+                async with session.get(f"{server.url}/healthz") as response:
+                    return response.status == 200
+
+            await wait_for(up, 15, f"{server.url} to be healthy")
+            return time.monotonic() - back
+
+        async def delivered(stream: Stream) -> float:
+            await stream.until(lambda e: e.data == "after the restart", timeout=15)
+            return time.monotonic() - back
+
+        lags = await asyncio.gather(
+            healthy(publisher), delivered(on_publisher), healthy(idle), delivered(on_idle)
+        )
+    print(
+        "\nafter Redis answered again: healthy, delivered (publisher, idle): "
+        + ", ".join(f"{lag:.2f}s" for lag in lags)
+    )
+    assert all(lag < RECOVERY for lag in lags), lags
+
+
+async def test_every_event_added_once_started_is_delivered(redis_server: RedisServer) -> None:
+    """The reader's starting point is taken before `start` returns, i.e. before
+    the app serves anyone; an event another instance adds just after must come."""
+    other_instance = Redis.from_url(redis_server.url, decode_responses=True)
+    await other_instance.xadd(STREAM, {"topic": "t", "data": "before"})
+    backend = RedisBackend(redis_server.url, history=100, lease_seconds=3600)
+    delivered: list[Event] = []
+    try:
+        await backend.start(delivered.append)
+        added = await other_instance.xadd(STREAM, {"topic": "t", "data": "just after"})
+
+        async def arrived() -> bool:
+            return bool(delivered)
+
+        await wait_for(arrived, 5, "the event added just after start")
+    finally:
+        await backend.aclose()
+        await other_instance.aclose()
+    assert [(str(e.id), e.data) for e in delivered] == [(added, "just after")]

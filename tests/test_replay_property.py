@@ -1,16 +1,18 @@
 """Replay as a property: however publishing interleaves with drops and reconnects,
 the client ends with exactly the published sequence of its topics.
 
-It runs twice: through aiohttp's handler (`stream.events`), and through the
-front door that `python -m broadcaster` puts before it, which serves a fresh
-connection's `GET /events` itself."""
+It runs through aiohttp's handler (`stream.events`), and through the front door
+that `python -m broadcaster` puts before it, which serves a fresh connection's
+`GET /events` itself; each with the in-memory backend and with a real
+redis-server, where a replay is read from the stream while publishes land."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -22,7 +24,7 @@ from broadcaster.app import create_app
 from broadcaster.config import Settings
 from broadcaster.web.front_door import FrontDoor
 from broadcaster.web.keys import BROKER
-from tests.conftest import Stream, front_door
+from tests.conftest import RedisServer, Stream, front_door
 
 MINE = ("a", "b")
 TOPICS = ("a", "b", "other")
@@ -70,9 +72,25 @@ class Client:
         self.received += [e.id for e in events]
 
 
+@pytest.fixture(scope="module", params=["memory", "redis"])
+def redis_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str | None]:
+    """None for the in-memory backend; else one redis-server for every example."""
+    if request.param == "memory":
+        yield None
+        return
+    server = RedisServer(Path(tmp_path_factory.mktemp("redis"))).start()
+    yield server.url
+    server.stop()
+
+
 @asynccontextmanager
-async def serving(path: str) -> AsyncIterator[Client]:
-    app = create_app(Settings(tick_interval=3600, heartbeat_interval=3600, history=1000))
+async def serving(path: str, redis_url: str | None) -> AsyncIterator[Client]:
+    settings = Settings(
+        tick_interval=3600, heartbeat_interval=3600, history=1000, redis_url=redis_url
+    )
+    app = create_app(settings)
     if path == "aiohttp":
         async with TestServer(app) as server, aiohttp.ClientSession(server.make_url("")) as http:
             yield Client(http, app, None)
@@ -81,8 +99,8 @@ async def serving(path: str) -> AsyncIterator[Client]:
             yield Client(http, app, site.door)
 
 
-async def run(path: str, ops: list[Op]) -> Client:
-    async with serving(path) as client:
+async def run(path: str, redis_url: str | None, ops: list[Op]) -> Client:
+    async with serving(path, redis_url) as client:
         await client.connect()
         await client.publish("a")  # so the client always has an id to resume from
         await client.read(1)
@@ -104,6 +122,6 @@ async def run(path: str, ops: list[Op]) -> Client:
 @pytest.mark.parametrize("path", ["aiohttp", "front door"])
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(ops=OPS)
-def test_no_gap_no_duplicate_in_order(path: str, ops: list[Op]) -> None:
-    client = asyncio.run(run(path, ops))
+def test_no_gap_no_duplicate_in_order(path: str, redis_url: str | None, ops: list[Op]) -> None:
+    client = asyncio.run(run(path, redis_url, ops))
     assert client.received == client.published

@@ -6,11 +6,15 @@ by every instance. The only module that imports `redis`.
   (`<ms>-<seq>`) are the event ids, the same on every instance.
 - One reader task per instance follows the stream with XREAD BLOCK and hands
   every entry to the broker, in stream order; an instance's own publishes come
-  back this way too, so all instances deliver the same sequence.
-- Replay is an XRANGE from the client's last id.
+  back this way too, so all instances deliver the same sequence. It starts from
+  the newest entry when the backend starts, taken before the app serves anyone.
+- Replay is an XRANGE from the client's last id, in one transaction with the
+  XINFO STREAM that gives its head.
 - When Redis goes away, publishing raises `BackendUnavailable` (a 503), the
-  reader retries with backoff and resumes from the last id it saw, and the log
-  says so once per change of state, not once per retry.
+  reader retries every `RETRY_SECONDS` and resumes from the last id it saw, and
+  the log says so once per change of state, not once per retry. Any call that
+  Redis answers (a publish, a replay, the lease) marks it up and wakes the
+  reader at once, so health and delivery never lag behind publishing.
 - A lease (SET NX PX, renewed by a compare-and-extend script) elects the one
   instance whose ticker publishes; it moves when its holder dies.
 """
@@ -38,7 +42,11 @@ STREAM = "broadcaster:events"
 LEADER = "broadcaster:ticker-leader"
 BLOCK_MS = 1000
 READ_COUNT = 1000
-MIN_BACKOFF, MAX_BACKOFF = 0.1, 5.0
+RETRY_SECONDS = 0.2
+"""The reader's pause between attempts while Redis is away. Short, because
+health and delivery wait on it: a growing backoff (it was 0.1 s to 5 s) kept both
+down for seconds after Redis was back. An attempt is one connection, refused at
+once or cut by `socket_connect_timeout`, which costs Redis no more than a probe."""
 # Extend the lease only if this instance still holds it.
 RENEW = """
 if redis.call('get', KEYS[1]) == ARGV[1] then
@@ -60,7 +68,7 @@ Entries = list[tuple[str, dict[str, str]]]
 
 def _client(url: str, read_timeout: float) -> Redis:
     # No retries inside redis-py: a publish must fail fast (503) while Redis is
-    # away, and the reader has its own backoff.
+    # away, and the reader has its own pace of retries.
     return Redis.from_url(
         url,
         decode_responses=True,
@@ -81,10 +89,17 @@ class RedisBackend:
         self._lease_ms = int(lease_seconds * 1000)
         self._last: str | None = None
         self._up: bool | None = None
+        self._answered = asyncio.Event()
+        self._positioning = asyncio.Lock()
         self._leader = False
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self, deliver: Deliver) -> None:
+        # Where the reader starts is taken now, before the app serves anyone: an
+        # entry added between a subscriber's arrival and that moment would
+        # never be delivered. If Redis is away, the reader takes it once back.
+        with contextlib.suppress(RedisError):
+            await self._take_start()
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._read_forever(deliver), name="redis reader"),
@@ -96,26 +111,42 @@ class RedisBackend:
         if type is not None:
             fields["type"] = type
         try:
+            if self._last is None:
+                # Or this very event could come before the reader's start.
+                await self._take_start()
             entry_id = cast(
                 str, await self._writer.xadd(STREAM, fields, maxlen=self._history, approximate=True)
             )
         except RedisError as error:
             self._mark_down(error)
             raise BackendUnavailable(f"Redis is unreachable ({error})") from None
+        self._mark_up()
         return Event(topic, EventId.parse(entry_id), data, type)
 
     async def since(self, last: EventId, topics: Collection[str]) -> Replay:
+        # One transaction, so the head reported is exactly the newest entry the
+        # range can hold: the broker drops live frames at or below the head as
+        # already replayed, and takes every one after it. Read apart, entries
+        # added between the two commands were sent twice (replayed and live),
+        # and a trim between them could have cut the range without a resync.
         try:
-            info = await self._stream_info()
-            head = info["last-entry"]
-            head_id = EventId.parse(head[0]) if head else None
-            if head_id is None or last > head_id or last < self._oldest_complete(info):
-                return Replay([], complete=False, head=head_id)
-            entries = cast(Entries, await self._writer.xrange(STREAM, f"({last}", "+"))
+            if self._last is None:
+                # Else entries between the replay's head and a later start are lost.
+                await self._take_start()
+            async with self._writer.pipeline(transaction=True) as transaction:
+                transaction.xinfo_stream(STREAM)
+                transaction.xrange(STREAM, f"({last}", "+")
+                info, entries = await transaction.execute(raise_on_error=False)
+            info = self._stream_info(info)
         except RedisError as error:
             self._mark_down(error)
             return Replay([], complete=False, head=None)
-        events = (self._event(entry_id, fields) for entry_id, fields in entries)
+        self._mark_up()
+        head = info["last-entry"]
+        head_id = EventId.parse(head[0]) if head else None
+        if head_id is None or last > head_id or last < self._oldest_complete(info):
+            return Replay([], complete=False, head=head_id)
+        events = (self._event(entry_id, fields) for entry_id, fields in cast(Entries, entries))
         return Replay([e for e in events if e and e.topic in topics], complete=True, head=head_id)
 
     def healthy(self) -> bool:
@@ -135,14 +166,14 @@ class RedisBackend:
         await self._writer.aclose()
         await self._reader.aclose()
 
-    async def _stream_info(self) -> dict[str, Any]:
-        try:
-            info: dict[str, Any] = await self._writer.xinfo_stream(STREAM)
-        except RedisError as error:
-            if "no such key" not in str(error).lower():
-                raise
+    @staticmethod
+    def _stream_info(reply: dict[str, Any] | Exception) -> dict[str, Any]:
+        """XINFO STREAM's answer, with a stream not created yet read as empty."""
+        if isinstance(reply, Exception):
+            if "no such key" not in str(reply).lower():
+                raise reply
             return {"last-entry": None, "first-entry": None}
-        return info
+        return reply
 
     @staticmethod
     def _oldest_complete(info: dict[str, Any]) -> EventId:
@@ -158,34 +189,52 @@ class RedisBackend:
         return EventId.parse(first[0]) if first else EventId(0, 0)
 
     async def _read_forever(self, deliver: Deliver) -> None:
-        backoff = MIN_BACKOFF
         while True:
             try:
-                if self._last is None:
-                    # Start from what is newest now; afterwards always resume from
-                    # the last id seen, so nothing Redis accepted is ever skipped.
-                    head = (await self._stream_info())["last-entry"]
-                    self._last = head[0] if head else "0-0"
-                    self._mark_up()
+                last = self._last or await self._take_start()
                 replies = cast(
                     list[tuple[str, Entries]],
-                    await self._reader.xread(
-                        {STREAM: self._last}, block=BLOCK_MS, count=READ_COUNT
-                    ),
+                    await self._reader.xread({STREAM: last}, block=BLOCK_MS, count=READ_COUNT),
                 )
             except RedisError as error:
                 self._mark_down(error)
-                await asyncio.sleep(backoff)
-                backoff = min(MAX_BACKOFF, backoff * 2)
+                await self._drop_idle_connections()
+                await self._pause_unless_answered()
                 continue
             self._mark_up()
-            backoff = MIN_BACKOFF
             for _stream, entries in replies:
                 for entry_id, fields in entries:
                     self._last = entry_id
                     event = self._event(entry_id, fields)
                     if event is not None:
                         deliver(event)
+
+    async def _take_start(self) -> str:
+        """The reader's starting point: the newest entry, read once. Afterwards it
+        always resumes from the last id seen, so nothing Redis accepted is ever
+        skipped. Under a lock: a publish waits for a start being read, rather
+        than landing before it."""
+        async with self._positioning:
+            if self._last is None:
+                newest = cast(Entries, await self._writer.xrevrange(STREAM, count=1))
+                self._last = newest[0][0] if newest else "0-0"
+                self._mark_up()
+            return self._last
+
+    async def _drop_idle_connections(self) -> None:
+        """Close the publisher's idle connections: a Redis that went away took
+        them with it. redis-py 8 (maintenance notifications on "auto") no longer
+        checks an idle connection before reusing it, so without this the first
+        publish after Redis is back fails on a dead one."""
+        with contextlib.suppress(RedisError, OSError):
+            await self._writer.connection_pool.disconnect(inuse_connections=False)
+
+    async def _pause_unless_answered(self) -> None:
+        """Wait `RETRY_SECONDS` before the reader tries again, or less, if Redis
+        answers another call meanwhile."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(RETRY_SECONDS):
+                await self._answered.wait()
 
     async def _lead_forever(self) -> None:
         while True:
@@ -196,6 +245,8 @@ class RedisBackend:
                     held = await self._writer.set(LEADER, self.instance, nx=True, px=self._lease_ms)
             except RedisError:
                 held = False
+            else:
+                self._mark_up()
             self._set_leader(bool(held))
             await asyncio.sleep(self._lease_ms / 3000)
 
@@ -220,6 +271,7 @@ class RedisBackend:
         if self._up is not False:
             log.warning("Redis unavailable: %s; publishing answers 503 until it is back", error)
         self._up = False
+        self._answered.clear()
 
     def _mark_up(self) -> None:
         if self._up is False:
@@ -227,3 +279,4 @@ class RedisBackend:
         elif self._up is None:
             log.info("Connected to Redis; instance %s", self.instance)
         self._up = True
+        self._answered.set()
