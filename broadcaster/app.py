@@ -16,12 +16,13 @@ from broadcaster.events import Frame
 from broadcaster.heartbeat import run_heartbeat
 from broadcaster.jobs import Jobs, metrics_label
 from broadcaster.metrics import Metrics
+from broadcaster.stream_core import SHUTDOWN_DATA
 from broadcaster.ticker import run_ticker
 from broadcaster.web import cors, jobs, long, pages, publish, status, stream
 from broadcaster.web.errors import json_error_body
 from broadcaster.web.keys import BROKER, JOBS, METRICS, SETTINGS, STOPPING
 
-SHUTDOWN = Frame.of(stream.SHUTDOWN_DATA)
+SHUTDOWN = Frame.of(SHUTDOWN_DATA)
 
 
 def create_app(settings: Settings, backend: Backend | None = None) -> web.Application:

@@ -54,9 +54,9 @@ class Subscription:
     never needs one, and an idle `asyncio.Queue` costs about 3 KB (four deques):
     at 10,000 streams, that was a fifth of the server's memory.
 
-    It is registered with its broker for the duration of a `with` block; a
-    plain class rather than a generator-based context manager, for the same
-    reason of memory.
+    It is registered with its broker from `open()` to `close()`, or for the
+    duration of a `with` block; a plain class rather than a generator-based
+    context manager, for the same reason of memory.
     """
 
     __slots__ = (
@@ -82,12 +82,20 @@ class Subscription:
         self._sink: Sink | None = None
         self._on_backlog = on_backlog
 
-    def __enter__(self) -> Subscription:
+    def open(self) -> Subscription:
+        """Register with the broker: frames for its topics start arriving."""
         self._broker._add(self)
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
+    def close(self) -> None:
+        """Unregister; closing twice, or after an eviction, is harmless."""
         self._broker._remove(self)
+
+    def __enter__(self) -> Subscription:
+        return self.open()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     @property
     def queue(self) -> asyncio.Queue[Frame] | None:
@@ -216,7 +224,8 @@ class Broker:
         transport: Sink | None = None,
         on_backlog: Callable[[], None] | None = None,
     ) -> Subscription:
-        """A subscriber, registered for the duration of a `with` block.
+        """A subscriber, registered from its `open()` to its `close()` (or for
+        the duration of a `with` block).
 
         `transport` is the client's socket: eviction aborts it. `on_backlog` is
         called whenever the backlog goes from empty to not empty, for a stream

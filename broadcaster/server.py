@@ -45,7 +45,8 @@ class FrontDoorSite(web.BaseSite):
 
     def __init__(self, runner: web.AppRunner, host: str, port: int, backlog: int) -> None:
         super().__init__(runner, backlog=backlog)
-        self._host, self._port = host, port
+        self._host, self._port, self._listen_backlog = host, port, backlog
+        self._listener: asyncio.Server | None = None
         server = runner.server
         assert server is not None, "the runner is set up first"
         self._aiohttp = server
@@ -82,9 +83,15 @@ class FrontDoorSite(web.BaseSite):
     async def start(self) -> None:
         await super().start()
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            self.door, self._host, self._port, backlog=self._backlog, reuse_address=True
+        self._listener = await loop.create_server(
+            self.door, self._host, self._port, backlog=self._listen_backlog, reuse_address=True
         )
+
+    async def stop(self) -> None:
+        """The runner's first step of cleanup: stop taking connections."""
+        if self._listener is not None:
+            self._listener.close()
+        await super().stop()
 
 
 async def serve(app: web.Application, settings: Settings, **runner_options: Any) -> None:

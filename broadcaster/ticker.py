@@ -9,10 +9,11 @@ from datetime import UTC, datetime
 
 from broadcaster.backends.base import BackendUnavailable
 from broadcaster.broker import Broker
+from broadcaster.topics import DEFAULT_TOPIC
 
 log = logging.getLogger("broadcaster.ticker")
 
-TOPIC = "time"
+TOPIC = DEFAULT_TOPIC
 EVENT_TYPE = "tick"
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 
 DEFAULT_MAX_LENGTH = 64
+DEFAULT_TOPIC = "time"
+"""What a stream follows when it names no topic: the ticker's."""
 _CHARACTERS = re.compile(r"[A-Za-z0-9_.:-]+")
 
 

@@ -7,9 +7,12 @@ tests fail on the aiohttp upgrade that moves or changes it.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 
+import pytest
 from aiohttp import web
+from aiohttp.test_utils import unused_port
 
 from broadcaster import logs
 from broadcaster.app import create_app
@@ -37,3 +40,17 @@ async def test_the_handed_over_protocol_has_the_runners_settings() -> None:
         assert (ours.max_line_size, ours.max_field_size) == (MAX_LINE_SIZE, MAX_FIELD_SIZE)
     finally:
         await runner.cleanup()
+
+
+async def test_cleanup_stops_listening_first() -> None:
+    runner = web.AppRunner(create_app(QUIET))
+    await runner.setup()
+    port = unused_port()
+    site = FrontDoorSite(runner, "127.0.0.1", port, BACKLOG)
+    await site.start()
+    _, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.close()
+    await runner.cleanup()
+    await site.door.wait_closed(1.0)
+    with pytest.raises(ConnectionRefusedError):
+        await asyncio.open_connection("127.0.0.1", port)

@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 from broadcaster.backends.memory import MemoryBackend
 from broadcaster.broker import Broker
 from broadcaster.events import Event, EventId, Frame
-from broadcaster.web.stream import _pump
+from broadcaster.stream_core import Stream, StreamRequest
+from broadcaster.web.stream import pump
 from tests.conftest import RecordingSocket
 from tests.protocol_kit import connect, door, get
 
@@ -75,8 +76,11 @@ async def play(
 
 async def run(steps: list[Step]) -> tuple[bytes, bytes, int]:
     socket = RecordingSocket()
-    sub = Broker(MemoryBackend(0), queue_size=10_000).subscribe({"t"}, socket)
-    pump = asyncio.create_task(_pump(sub, RecordingResponse(socket), None, True))  # type: ignore[arg-type]
+    request = StreamRequest(frozenset({"t"}), None, ())
+    broker = Broker(MemoryBackend(0), queue_size=10_000)
+    stream = Stream(broker, request, ("-", "GET", "/events"), socket)
+    sub = stream.sub
+    pumping = asyncio.create_task(pump(stream, RecordingResponse(socket), True))  # type: ignore[arg-type]
 
     def offer(frame: Frame) -> None:
         assert sub.offer(frame)
@@ -84,7 +88,8 @@ async def run(steps: list[Step]) -> tuple[bytes, bytes, int]:
     expected = await play(steps, offer, lambda state: socket.set_full(bool(state)))
     socket.set_full(False)
     assert sub.end()
-    assert await asyncio.wait_for(pump, 5) == "server shutdown"
+    await asyncio.wait_for(pumping, 5)
+    assert stream.ending == "server shutdown"
     return bytes(socket.wire), bytes(expected), socket.direct_writes
 
 

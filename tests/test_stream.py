@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import replace
 from typing import Any
 
@@ -14,6 +14,7 @@ from aiohttp.test_utils import TestClient
 from broadcaster.app import create_app
 from broadcaster.config import Settings
 from broadcaster.web.keys import BROKER
+from broadcaster.web.stream import events
 from tests.conftest import Stream, open_stream
 
 QUIET = Settings(tick_interval=3600, heartbeat_interval=3600, history=5)
@@ -43,6 +44,36 @@ async def test_headers_and_opening_frame_arrive_before_any_event(make_client: Ma
         assert response.headers["X-Accel-Buffering"] == "no"
         opening = await response.content.readuntil(b": connected\n\n")
     assert opening == b"retry: 1500\n\n: connected\n\n"
+
+
+async def test_headers_and_opening_frame_leave_in_one_write(aiohttp_client: Any) -> None:
+    """One segment, not two: `EventStreamResponse` sets aiohttp's private
+    `_send_headers_immediately`; this fails on the upgrade that stops reading it."""
+    sends: list[bytes] = []
+
+    async def recorded(request: web.Request) -> web.StreamResponse:
+        transport = request.transport
+        assert transport is not None
+        write, writelines = transport.write, transport.writelines
+
+        def record(data: bytes) -> None:
+            sends.append(bytes(data))
+            write(data)
+
+        def record_lines(parts: Iterable[bytes]) -> None:
+            sends.append(b"".join(parts))
+            writelines(parts)
+
+        transport.write, transport.writelines = record, record_lines  # type: ignore[method-assign, assignment]
+        return await events(request)
+
+    app = create_app(QUIET)
+    app.router.add_get("/recorded", recorded)
+    client: Client = await aiohttp_client(app)
+    async with client.get("/recorded") as response:
+        await response.content.readuntil(b": connected\n\n")
+    assert sends[0].startswith(b"HTTP/1.1 200 OK\r\n")
+    assert sends[0].endswith(b": connected\n\n\r\n")
 
 
 async def test_three_clients_read_the_same_ids_in_order(make_client: MakeClient) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import re
 from http import HTTPStatus
-from typing import Any
+from typing import Any, TypedDict
 
 from aiohttp import web
 from aiohttp.http_exceptions import (
@@ -33,7 +33,15 @@ from broadcaster.web.errors import JSON, error_body
 MAX_LINE_SIZE = 8190  # the request target (URL); aiohttp's default
 MAX_FIELD_SIZE = 8192  # one header, name and value
 MAX_HEADERS = 128
-LIMITS = {
+
+
+class ParserLimits(TypedDict):
+    max_line_size: int
+    max_field_size: int
+    max_headers: int
+
+
+LIMITS: ParserLimits = {
     "max_line_size": MAX_LINE_SIZE,
     "max_field_size": MAX_FIELD_SIZE,
     "max_headers": MAX_HEADERS,

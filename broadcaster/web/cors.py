@@ -6,10 +6,9 @@ still applies). No wildcard: the allow-list names every origin.
 
 from __future__ import annotations
 
-from collections.abc import Collection
-
 from aiohttp import web
 
+from broadcaster import origins
 from broadcaster.web.errors import ApiError
 from broadcaster.web.keys import SETTINGS
 
@@ -24,22 +23,12 @@ def _allowed_origin(request: web.BaseRequest) -> str | None:
     return origin if origin in allowed else None
 
 
-def response_headers(origin: str | None, allowed: Collection[str]) -> list[tuple[str, str]]:
-    """The CORS headers of any answer. With no allow-list, answers never vary by origin."""
-    if not allowed:
-        return []
-    headers = [("Vary", "Origin")]
-    if origin is not None and origin in allowed:
-        headers.append(("Access-Control-Allow-Origin", origin))
-        headers.append(("Access-Control-Expose-Headers", "Location"))
-    return headers
-
-
 async def cors_headers(request: web.BaseRequest, response: web.StreamResponse) -> None:
-    """An `on_response_prepare` hook."""
-    if isinstance(request, web.Request):
+    """An `on_response_prepare` hook. A stream's CORS headers are already in the
+    header list the stream core gives both doors."""
+    if isinstance(request, web.Request) and response.content_type != "text/event-stream":
         allowed = request.app[SETTINGS].cors_origins
-        response.headers.extend(response_headers(request.headers.get("Origin"), allowed))
+        response.headers.extend(origins.cors_headers(request.headers.get("Origin"), allowed))
 
 
 async def preflight(request: web.Request) -> web.Response:

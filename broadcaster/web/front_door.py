@@ -14,17 +14,17 @@ head in the first read, with nothing after it, valid topics and room under
 `--max-clients`. Anything else (another path or method, HTTP/1.0, a body, a
 request split across reads, bad topics, the client limit, a keep-alive
 connection's later requests) goes to aiohttp with the bytes read so far, and
-aiohttp answers exactly as it would have, errors included. The aiohttp handler
-in `stream.py` stays the reference, and both share their parts with it.
+aiohttp answers exactly as it would have, errors included. What a stream is
+(admission, headers, opening, replay skipping, the end-of-stream log line) is
+the stream core's (`stream_core.py`), shared with aiohttp's handler in
+`stream.py`; this module only moves bytes.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
-from collections.abc import Callable, Collection, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
 from email.utils import formatdate
 from functools import lru_cache
 from typing import cast
@@ -38,28 +38,19 @@ from aiohttp.http import (
     RawRequestMessage,
 )
 
-from broadcaster.broker import HIGH_WATER, Broker, Subscription
+from broadcaster import stream_core
+from broadcaster.broker import HIGH_WATER, Broker
 from broadcaster.config import Settings
-from broadcaster.events import EventId, Frame
-from broadcaster.web import cors, stream
-from broadcaster.web.connection import MAX_FIELD_SIZE, MAX_HEADERS, MAX_LINE_SIZE
-from broadcaster.web.errors import ApiError
+from broadcaster.events import Frame
+from broadcaster.origins import Headers
+from broadcaster.stream_core import Refusal, Stream, StreamRequest
+from broadcaster.web.connection import LIMITS
 from broadcaster.web.keys import BROKER, SETTINGS
 
 PREFIX = b"GET /events"
 HEAD_END = b"\r\n\r\n"
 LAST_CHUNK = b"0\r\n\r\n"
 BODY_HEADERS = ("Content-Length", "Transfer-Encoding", "Expect", "Upgrade")
-
-
-@dataclass(frozen=True, slots=True)
-class StreamRequest:
-    """What the front door needs from a request it serves itself."""
-
-    topics: frozenset[str]
-    last_id: str | None
-    origin: str | None
-    path_qs: str
 
 
 class FrontDoor:
@@ -71,32 +62,29 @@ class FrontDoor:
         self.hand_off_to = aiohttp_protocol
         self.sniffing: set[StreamProtocol] = set()
         self.streams: set[StreamProtocol] = set()
-        self.heads = ResponseHead(self.settings.cors_origins)
+        self.head = ResponseHead()
         self.awaiting_head: dict[asyncio.Protocol, asyncio.TimerHandle] = {}
         self._all_closed: asyncio.Event | None = None
 
     def __call__(self) -> StreamProtocol:
         return StreamProtocol(self)
 
-    def accept(self, data: bytes) -> StreamRequest | None:
-        """The request, when `data` is exactly one plain `GET /events` head that
-        aiohttp would answer with a stream; None for anything else."""
+    def accept(self, data: bytes) -> tuple[StreamRequest, str] | None:
+        """The request and its path, when `data` is exactly one plain
+        `GET /events` head that aiohttp would answer with a stream; None for
+        anything else."""
         if not data.startswith(PREFIX) or data.find(HEAD_END) != len(data) - len(HEAD_END):
             return None
         message = _parse(data)
         if message is None or not _plain_get_events(message):
             return None
-        settings = self.settings
         try:
-            topics = stream.topics_from_query(
-                message.url.query, settings.max_topics, settings.max_topic_length
+            request = stream_core.admit(
+                self.broker, self.settings, message.url.query, message.headers
             )
-            stream.check_capacity(self.broker, settings)
-        except ApiError:
-            return None
-        last_id = stream.last_event_id(message.headers, message.url.query)
-        origin = message.headers.get("Origin")
-        return StreamRequest(topics, last_id, origin, message.path)
+        except Refusal:
+            return None  # aiohttp's handler refuses it, in the same words
+        return request, message.path
 
     def expect_head(
         self, protocol: asyncio.Protocol, transport: asyncio.Transport, deadline: float
@@ -117,13 +105,18 @@ class FrontDoor:
         if timer is not None:
             timer.cancel()
 
-    def moved(self, protocol: StreamProtocol, into: set[StreamProtocol] | None) -> None:
-        """Track a connection from sniffing to streaming, or out of the door."""
+    def sniffing_began(self, protocol: StreamProtocol) -> None:
+        self.sniffing.add(protocol)
+
+    def streaming_began(self, protocol: StreamProtocol) -> None:
+        self.sniffing.discard(protocol)
+        self.streams.add(protocol)
+
+    def left(self, protocol: StreamProtocol) -> None:
+        """`protocol` no longer holds a connection: handed over, or closed."""
         self.sniffing.discard(protocol)
         self.streams.discard(protocol)
-        if into is not None:
-            into.add(protocol)
-        elif not (self.sniffing or self.streams) and self._all_closed is not None:
+        if not (self.sniffing or self.streams) and self._all_closed is not None:
             self._all_closed.set()
 
     async def wait_closed(self, grace: float) -> None:
@@ -146,11 +139,9 @@ class FrontDoor:
 
 
 def _parse(data: bytes) -> RawRequestMessage | None:
-    # aiohttp's limits, so that whatever aiohttp would refuse is handed to it to refuse.
-    parser = HttpRequestParser(
-        None, asyncio.get_running_loop(), 2**16,
-        max_line_size=MAX_LINE_SIZE, max_headers=MAX_HEADERS, max_field_size=MAX_FIELD_SIZE,
-    )  # fmt: skip
+    # The limits aiohttp's protocol is given, so whatever it would refuse is
+    # handed to it to refuse.
+    parser = HttpRequestParser(None, asyncio.get_running_loop(), 2**16, **LIMITS)
     try:
         messages, _, _ = parser.feed_data(data)
     except (HttpProcessingError, ValueError):
@@ -170,19 +161,19 @@ def _plain_get_events(message: RawRequestMessage) -> bool:
 
 
 class ResponseHead:
-    """The status line and headers of a stream, as aiohttp would write them."""
+    """A stream's status line and headers, as aiohttp's writer frames them: the
+    core's headers, then the framing aiohttp adds (tests/test_front_door.py
+    compares the bytes both doors write)."""
 
-    def __init__(self, cors_origins: Collection[str]) -> None:
-        self._cors_origins = cors_origins
-        self._start = b"HTTP/1.1 200 OK\r\n" + _lines(stream.HEADERS.items())
+    def __init__(self) -> None:
         self._second = -1
-        self._end = b""
+        self._framing = b""
 
-    def render(self, origin: str | None) -> bytes:
+    def render(self, headers: Headers) -> bytes:
         now = int(time.time())
         if now != self._second:
             self._second = now
-            self._end = _lines(
+            self._framing = _lines(
                 (
                     ("Transfer-Encoding", "chunked"),
                     ("Date", formatdate(now, usegmt=True)),
@@ -190,8 +181,12 @@ class ResponseHead:
                     ("Connection", "close"),
                 ),
             )
-        extra = _lines(cors.response_headers(origin, self._cors_origins))
-        return self._start + self._end + extra + b"\r\n"
+        return _status_and(headers) + self._framing + b"\r\n"
+
+
+@lru_cache(maxsize=64)
+def _status_and(headers: Headers) -> bytes:
+    return b"HTTP/1.1 200 OK\r\n" + _lines(headers)
 
 
 def _lines(headers: Iterable[tuple[str, str]]) -> bytes:
@@ -211,22 +206,16 @@ class StreamProtocol(asyncio.Protocol):
     """
 
     __slots__ = (
-        "_after", "_door", "_drain_due", "_ending", "_opened", "_path_qs", "_paused",
-        "_remote", "_replay", "_started", "_sub", "_timer", "_transport",
+        "_door", "_drain_due", "_opened", "_paused", "_replay", "_stream", "_timer", "_transport",
     )  # fmt: skip
 
     def __init__(self, door: FrontDoor) -> None:
         self._door = door
         self._transport: asyncio.Transport | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self._sub: Subscription | None = None
+        self._stream: Stream | None = None
         self._replay: asyncio.Task[None] | None = None
-        self._after: EventId | None = None
         self._opened = self._paused = self._drain_due = False
-        self._ending = "client disconnected"
-        self._path_qs = ""
-        self._remote = "-"
-        self._started = 0.0
 
     # Sniffing
 
@@ -238,19 +227,19 @@ class StreamProtocol(asyncio.Protocol):
         self._timer = asyncio.get_running_loop().call_later(
             self._door.settings.idle_timeout, transport.close
         )
-        self._door.moved(self, self._door.sniffing)
+        self._door.sniffing_began(self)
 
     def data_received(self, data: bytes) -> None:
-        if self._sub is not None:
+        if self._stream is not None:
             return  # after a stream's request, nothing the client sends matters
         timer, self._timer = self._timer, None
         assert timer is not None
         timer.cancel()
-        request = self._door.accept(data)
-        if request is None:
+        accepted = self._door.accept(data)
+        if accepted is None:
             self._hand_off(data, timer.when())
         else:
-            self._start(request)
+            self._start(*accepted)
 
     def _hand_off(self, data: bytes, deadline: float) -> None:
         transport = self._transport
@@ -261,46 +250,44 @@ class StreamProtocol(asyncio.Protocol):
         self._door.expect_head(protocol, transport, deadline)
         protocol.data_received(data)
         self._transport = None
-        self._door.moved(self, None)
+        self._door.left(self)
 
     # Streaming
 
-    def _start(self, request: StreamRequest) -> None:
+    def _start(self, request: StreamRequest, path_qs: str) -> None:
         transport, door = self._transport, self._door
         assert transport is not None
-        loop = asyncio.get_running_loop()
-        self._started = loop.time()
-        self._path_qs = request.path_qs
-        if stream.log.isEnabledFor(logging.INFO):
-            self._remote = _remote(transport)
+        remote = _remote(transport) if stream_core.logs_streams() else "-"
         # The transport pauses this protocol where the broker stops writing
         # direct, so a backlog behind a full socket is drained by
         # `resume_writing`; `_backlog` schedules a drain for any other backlog.
         transport.set_write_buffer_limits(high=HIGH_WATER)
-        self._sub = door.broker.subscribe(request.topics, transport, self._backlog).__enter__()
-        door.moved(self, door.streams)
-        head = door.heads.render(request.origin)
+        where = (remote, "GET", path_qs)
+        self._stream = Stream(door.broker, request, where, transport, self._backlog).open()
+        door.streaming_began(self)
+        head = door.head.render(request.headers)
         if request.last_id is None:
-            self._open(head + _preamble_chunk(door.settings.retry_ms), None)
+            self._open(head + _preamble_chunk(door.settings.retry_ms))
         else:
-            self._replay = loop.create_task(self._replay_then_open(head, request))
+            opening = self._replay_then_open(head, request, path_qs)
+            self._replay = asyncio.get_running_loop().create_task(opening)
 
-    async def _replay_then_open(self, head: bytes, request: StreamRequest) -> None:
+    async def _replay_then_open(self, head: bytes, request: StreamRequest, path_qs: str) -> None:
+        stream, door = self._stream, self._door
+        assert stream is not None
         try:
-            opening, after = await stream.opening(
-                self._door.broker, self._door.settings.retry_ms, request.last_id, request.topics
-            )
+            opening = await stream.opening(door.broker, door.settings.retry_ms, request)
         except Exception:
             # Nothing is written yet: the client sees a dropped connection and retries.
-            stream.log.exception("Replay for %s failed", request.path_qs)
+            stream_core.log.exception("Replay for %s failed", path_qs)
             self.abort()
             return
-        self._open(head + Frame.of(opening).chunk, after)
+        self._open(head + Frame.of(opening).chunk)
 
-    def _open(self, first_write: bytes, after: EventId | None) -> None:
+    def _open(self, first_write: bytes) -> None:
         assert self._transport is not None
         self._transport.write(first_write)
-        self._opened, self._after = True, after
+        self._opened = True
         # Whatever queued meanwhile (live frames during a replay, or the end of
         # the stream when the server is already shutting down).
         self._drain()
@@ -312,21 +299,17 @@ class StreamProtocol(asyncio.Protocol):
 
     def _drain(self) -> None:
         self._drain_due = False
-        transport, sub = self._transport, self._sub
-        if self._paused or transport is None or sub is None or transport.is_closing():
+        transport, stream = self._transport, self._stream
+        if self._paused or transport is None or stream is None or transport.is_closing():
             return
-        frames = sub.take_all()
-        if self._after is not None:
-            frames, self._after = stream.skip_replayed(frames, self._after)
-        frames, ended = stream.until_end(frames)
+        frames, ended = stream.frames(stream.sub.take_all())
         data = b"".join([frame.chunk for frame in frames] + ([LAST_CHUNK] if ended else []))
         if data:
             transport.write(data)
         if ended:
-            self._ending = "server shutdown"
             transport.close()
-        elif self._after is None:
-            sub.go_direct()
+        elif stream.caught_up:
+            stream.sub.go_direct()
 
     def pause_writing(self) -> None:
         self._paused = True
@@ -350,18 +333,15 @@ class StreamProtocol(asyncio.Protocol):
             self._replay.cancel()
         # The subscription holds `_backlog`, and so this protocol: dropping both
         # references lets reference counting free the pair now, not the collector.
-        sub, self._sub, self._transport, self._timer = self._sub, None, None, None
-        self._door.moved(self, None)
-        if sub is None:
-            return
-        sub.__exit__(None, None, None)
-        elapsed = asyncio.get_running_loop().time() - self._started
-        stream.log_end(self._remote, "GET", self._path_qs, elapsed, sub, self._ending)
+        stream, self._stream, self._transport, self._timer = self._stream, None, None, None
+        self._door.left(self)
+        if stream is not None:
+            stream.close()
 
 
 @lru_cache(maxsize=8)
 def _preamble_chunk(retry_ms: int) -> bytes:
-    return Frame.of(stream.preamble(retry_ms)).chunk
+    return Frame.of(stream_core.preamble(retry_ms)).chunk
 
 
 def _remote(transport: asyncio.Transport) -> str:

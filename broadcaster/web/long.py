@@ -8,9 +8,9 @@ import json
 from aiohttp import web
 
 from broadcaster import sse
+from broadcaster.stream_core import SHUTDOWN_DATA, response_headers
 from broadcaster.web.errors import ApiError
-from broadcaster.web.keys import STOPPING
-from broadcaster.web.stream import HEADERS, SHUTDOWN_DATA
+from broadcaster.web.keys import SETTINGS, STOPPING
 
 MAX_ROWS = 100_000_000
 MAX_STEPS = 10_000
@@ -55,7 +55,10 @@ async def long_job(request: web.Request) -> web.StreamResponse:
         raise ApiError(400, f"would run {steps * delay:g} s; at most {MAX_SECONDS:g} s")
     # A plain StreamResponse sends its headers at `prepare`, so the client sees
     # the stream open now rather than after the first step.
-    response = web.StreamResponse(headers=HEADERS)
+    origin = request.headers.get("Origin")
+    response = web.StreamResponse(
+        headers=response_headers(origin, request.app[SETTINGS].cors_origins)
+    )
     await response.prepare(request)
     loop = asyncio.get_running_loop()
     started, done = loop.time(), 0

@@ -1,0 +1,247 @@
+"""The stream core: what `GET /events` is, whichever door serves it.
+
+Two doors serve a stream: aiohttp's handler (`web/stream.py`) and the front
+door (`web/front_door.py`), which streams a fresh connection's plain request
+without aiohttp's request machinery. The rules live here once, knowing no
+framework: which requests are admitted (`admit`), the answer's headers, the
+opening (retry, comment, then a replay or a resync), which queued frames the
+replay already sent, and the line logged when the stream ends. A door only
+moves bytes: it reads the request, turns a `Refusal` into its own answer,
+writes what `Stream` gives it and tells it when the connection is gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+
+from multidict import MultiMapping
+
+from broadcaster import sse
+from broadcaster.broker import END, Broker, Sink, Subscription
+from broadcaster.config import Settings
+from broadcaster.events import EventId, Frame
+from broadcaster.logs import log_access
+from broadcaster.origins import Headers, cors_headers
+from broadcaster.topics import DEFAULT_TOPIC, InvalidTopic, check_topic
+
+log = logging.getLogger("broadcaster.access")
+
+CONTENT_HEADERS: Headers = (
+    ("Content-Type", "text/event-stream; charset=utf-8"),
+    ("Cache-Control", "no-cache"),
+    # nginx buffers proxied responses unless told not to, which would hold events back.
+    ("X-Accel-Buffering", "no"),
+)
+RETRY_AFTER_SECONDS = "5"
+SHUTDOWN_DATA = sse.encode(json.dumps({"reason": "server shutting down"}), event="shutdown")
+# Newer than any id a backend issues. Every backend answers a replay after an id
+# it has not reached with a resync naming its newest id, which is how a stream
+# with a malformed Last-Event-ID learns the id its resync must carry.
+BEYOND_ANY_ID = EventId(10**20, 0)
+
+
+class Refusal(Exception):
+    """A stream request the server will not serve: each door answers it its own
+    way (aiohttp's handler as a JSON error; the front door hands the connection
+    to aiohttp, whose handler then refuses it in the same words)."""
+
+    def __init__(self, status: int, message: str, headers: Mapping[str, str] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers: Mapping[str, str] = headers or {}
+
+
+@dataclass(frozen=True, slots=True)
+class StreamRequest:
+    """An admitted stream request: what the core needs from it, door-neutral."""
+
+    topics: frozenset[str]
+    last_id: str | None
+    headers: Headers
+    """The answer's headers, CORS included; the door adds only its framing
+    (Transfer-Encoding, Date, Server, Connection), as aiohttp's writer does."""
+
+
+def admit(
+    broker: Broker, settings: Settings, query: MultiMapping[str], headers: Mapping[str, str]
+) -> StreamRequest:
+    """The one check every stream request passes, whichever door it came in by;
+    raises `Refusal` saying what is wrong.
+
+    A further check on who may follow these topics (from `headers`, cookies
+    included, or `query`) belongs between the topic check and the capacity
+    check, raising `Refusal` with 401 or 403.
+    """
+    topics = topics_from_query(query, settings.max_topics, settings.max_topic_length)
+    check_capacity(broker, settings)
+    return StreamRequest(
+        topics,
+        last_event_id(headers, query),
+        response_headers(headers.get("Origin"), settings.cors_origins),
+    )
+
+
+def topics_from_query(query: MultiMapping[str], max_topics: int, max_length: int) -> frozenset[str]:
+    names = query.getall("topic", [DEFAULT_TOPIC])
+    if len(names) > max_topics:
+        raise Refusal(
+            400, f"too many topics: {len(names)} given, at most {max_topics} (--max-topics)"
+        )
+    try:
+        return _shared(tuple(sorted(check_topic(name, max_length) for name in names)))
+    except InvalidTopic as error:
+        raise Refusal(400, str(error)) from None
+
+
+@lru_cache(maxsize=4096)
+def _shared(names: tuple[str, ...]) -> frozenset[str]:
+    """One set object for every stream that follows the same topics."""
+    return frozenset(names)
+
+
+def check_capacity(broker: Broker, settings: Settings) -> None:
+    if broker.clients >= settings.max_clients:
+        raise Refusal(
+            503,
+            f"server is at its limit of {settings.max_clients} clients; retry later",
+            {"Retry-After": RETRY_AFTER_SECONDS},
+        )
+
+
+def last_event_id(headers: Mapping[str, str], query: Mapping[str, str]) -> str | None:
+    """The header wins; `?lastEventId=` is for clients that cannot set headers."""
+    return headers.get("Last-Event-ID") or query.get("lastEventId") or None
+
+
+def response_headers(origin: str | None, allowed: tuple[str, ...]) -> Headers:
+    """A stream's headers, for any answer that is an event stream."""
+    # Only an allowed origin changes the list, so a client cannot grow the cache.
+    return _response_headers(origin if origin in allowed else None, allowed)
+
+
+@lru_cache(maxsize=64)
+def _response_headers(origin: str | None, allowed: tuple[str, ...]) -> Headers:
+    return CONTENT_HEADERS + cors_headers(origin, allowed)
+
+
+@lru_cache(maxsize=8)
+def preamble(retry_ms: int) -> bytes:
+    """The opening without a replay. Encoded once, not per connection."""
+    return sse.retry(retry_ms) + sse.comment("connected")
+
+
+async def opening(
+    broker: Broker, retry_ms: int, last_id: str | None, topics: frozenset[str]
+) -> tuple[bytes, EventId | None]:
+    """The first write: retry and a comment (so `onopen` fires now), then replay.
+
+    Returns the bytes and the last replayed id, at or below which queued live
+    frames are duplicates of the replay.
+    """
+    head = preamble(retry_ms)
+    if last_id is None:
+        return head, None
+    try:
+        last = EventId.parse(last_id)
+    except ValueError as error:
+        newest = (await broker.replay(BEYOND_ANY_ID, topics)).head
+        return head + _resync(str(error), newest), None
+    replay = await broker.replay(last, topics)
+    if not replay.complete:
+        reason = f"event id {last} is unknown or older than the history"
+        return head + _resync(reason, replay.head), None
+    frames = b"".join(event.frame.data for event in replay.events)
+    return head + frames, replay.head
+
+
+def _resync(reason: str, newest: EventId | None) -> bytes:
+    # Carrying the newest id means the client's next reconnect starts from here.
+    data = json.dumps({"reason": reason})
+    return sse.encode(data, id=None if newest is None else str(newest), event="resync")
+
+
+def until_end(batch: list[Frame]) -> tuple[list[Frame], bool]:
+    """The frames before END, and whether END came."""
+    for index, frame in enumerate(batch):
+        if frame is END:
+            return batch[:index], True
+    return batch, False
+
+
+def skip_replayed(batch: list[Frame], after: EventId) -> tuple[list[Frame], EventId | None]:
+    """Drop frames already sent by the replay; stop checking once past it."""
+    frames = [part for frame in batch for part in (frame.parts or (frame,))]
+    kept = [f for f in frames if f.id is None or f.id > after]
+    past = any(f.id is not None and f.id > after for f in kept)
+    return kept, None if past else after
+
+
+def logs_streams() -> bool:
+    """Whether a stream's end is logged: a door may skip looking up the peer."""
+    return log.isEnabledFor(logging.INFO)
+
+
+class Stream:
+    """One subscriber's stream, from `open()` to `close()`, whichever door
+    serves it: its subscription, the replay's last id, and its log line.
+
+    A door calls `open()` once it will write, `opening()` for the first write,
+    `frames()` on every batch it takes from the backlog, and `close()` once
+    the connection is gone.
+    """
+
+    # Separate slots rather than one tuple: at 10,000 streams, bytes count.
+    __slots__ = ("_method", "_path_qs", "_remote", "_started", "ending", "last_replayed", "sub")
+
+    def __init__(
+        self,
+        broker: Broker,
+        request: StreamRequest,
+        where: tuple[str | None, str, str],
+        transport: Sink | None,
+        on_backlog: Callable[[], None] | None = None,
+    ) -> None:
+        """`where` is the access line's remote address, method and path with query."""
+        self.sub: Subscription = broker.subscribe(request.topics, transport, on_backlog)
+        self.last_replayed: EventId | None = None
+        """Queued frames at or below this id were sent by the replay; None once past it."""
+        self.ending = "client disconnected"
+        self._remote, self._method, self._path_qs = where
+        self._started = 0.0
+
+    def open(self) -> Stream:
+        self._started = asyncio.get_running_loop().time()
+        self.sub.open()
+        return self
+
+    async def opening(self, broker: Broker, retry_ms: int, request: StreamRequest) -> bytes:
+        first, self.last_replayed = await opening(broker, retry_ms, request.last_id, request.topics)
+        return first
+
+    @property
+    def caught_up(self) -> bool:
+        """Past the replay: live frames may go straight to the socket."""
+        return self.last_replayed is None
+
+    def frames(self, batch: list[Frame]) -> tuple[list[Frame], bool]:
+        """What of `batch` to write, and whether the stream ends after it."""
+        if self.last_replayed is not None:
+            batch, self.last_replayed = skip_replayed(batch, self.last_replayed)
+        frames, ended = until_end(batch)
+        if ended:
+            self.ending = "server shutdown"
+        return frames, ended
+
+    def close(self) -> None:
+        """Unsubscribe, and log the stream's one access line."""
+        self.sub.close()
+        elapsed = asyncio.get_running_loop().time() - self._started
+        note = "stream ended: " + ("evicted" if self.sub.evicted else self.ending)
+        where = (self._remote, self._method, self._path_qs)
+        log_access(log, where, 200, None, elapsed, note)
