@@ -8,9 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
-from broadcaster.backends.base import Backend
-from broadcaster.backends.memory import MemoryBackend
-from broadcaster.broker import Broker
+from broadcaster.broker import Backend, Broker, open_store
 from broadcaster.config import Settings
 from broadcaster.events import Frame
 from broadcaster.heartbeat import run_heartbeat
@@ -51,13 +49,9 @@ def create_app(settings: Settings, backend: Backend | None = None) -> web.Applic
 
 
 def _backend(settings: Settings) -> Backend:
-    if settings.redis_url is None:
-        return MemoryBackend(settings.history)
-    from broadcaster.backends.redis import RedisBackend  # only when asked for: imports redis
-
     # The lease outlives a few ticks, so a dead leader is replaced within a few.
     lease = max(0.5, 3 * settings.tick_interval)
-    return RedisBackend(settings.redis_url, settings.history, lease_seconds=lease)
+    return open_store(settings.history, settings.redis_url, lease)
 
 
 def _add_routes(app: web.Application) -> None:
@@ -94,7 +88,7 @@ async def _background_tasks(app: web.Application) -> AsyncIterator[None]:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     await app[JOBS].aclose()
-    await broker.backend.aclose()
+    await broker.aclose()
 
 
 def _spawn(coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:

@@ -16,7 +16,11 @@ from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from broadcaster.backends.base import Backend, Replay
+# Re-exported: the broker is the one way to the stores.
+from broadcaster.backends.base import Backend as Backend
+from broadcaster.backends.base import BackendUnavailable as BackendUnavailable
+from broadcaster.backends.base import Replay
+from broadcaster.backends.memory import MemoryBackend
 from broadcaster.events import Event, EventId, Frame
 
 log = logging.getLogger("broadcaster.broker")
@@ -192,6 +196,9 @@ class BrokerStats:
 
 
 class Broker:
+    """The one way to the event store: publish, replay, subscribe, and the
+    store's health and leadership; and the fan-out of every event it feeds back."""
+
     def __init__(
         self,
         backend: Backend,
@@ -199,7 +206,7 @@ class Broker:
         queue_size: int,
         on_fanout: Callable[[float], None] | None = None,
     ) -> None:
-        self.backend = backend
+        self._backend = backend
         self.stats = BrokerStats()
         self._queue_size = queue_size
         self._on_fanout = on_fanout
@@ -209,6 +216,23 @@ class Broker:
         self._batch: list[Event] | None = None
 
     @property
+    def name(self) -> str:
+        """The store's name, as /healthz reports it."""
+        return self._backend.name
+
+    def healthy(self) -> bool:
+        """Whether the store is reachable now."""
+        return self._backend.healthy()
+
+    def leads_ticker(self) -> bool:
+        """Whether this instance's ticker should publish (one instance does)."""
+        return self._backend.leads_ticker()
+
+    async def aclose(self) -> None:
+        """Stop the store's feed and release its connections."""
+        await self._backend.aclose()
+
+    @property
     def clients(self) -> int:
         return len(self._all)
 
@@ -216,7 +240,7 @@ class Broker:
         return {topic: len(subs) for topic, subs in self._by_topic.items()}
 
     async def start(self) -> None:
-        await self.backend.start(self._deliver)
+        await self._backend.start(self._deliver)
 
     def subscribe(
         self,
@@ -234,10 +258,10 @@ class Broker:
         return Subscription(self, frozenset(topics), self._queue_size, transport, on_backlog)
 
     async def publish(self, topic: str, data: str, type: str | None = None) -> Event:
-        return await self.backend.publish(topic, data, type)
+        return await self._backend.publish(topic, data, type)
 
     async def replay(self, last: EventId, topics: Collection[str]) -> Replay:
-        replay = await self.backend.since(last, topics)
+        replay = await self._backend.since(last, topics)
         if replay.complete:
             self.stats.replays += 1
         else:
@@ -345,3 +369,12 @@ def _same_topic_runs(events: Iterable[Event]) -> Iterator[list[Event]]:
         run.append(event)
     if run:
         yield run
+
+
+def open_store(history: int, redis_url: str | None, lease_seconds: float) -> Backend:
+    """The in-memory store, or Redis Streams when given a URL."""
+    if redis_url is None:
+        return MemoryBackend(history)
+    from broadcaster.backends.redis import RedisBackend  # only when asked for: imports redis
+
+    return RedisBackend(redis_url, history, lease_seconds=lease_seconds)

@@ -24,8 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from broadcaster import data_dir
-from broadcaster.backends.base import BackendUnavailable
-from broadcaster.broker import Broker
+from broadcaster.broker import BackendUnavailable, Broker
 from broadcaster.importer import Imported, ImportFailed, Progress, import_file, sniff
 
 log = logging.getLogger("broadcaster.jobs")

@@ -7,8 +7,7 @@ import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from broadcaster.backends.base import BackendUnavailable
-from broadcaster.broker import Broker
+from broadcaster.broker import BackendUnavailable, Broker
 from broadcaster.topics import DEFAULT_TOPIC
 
 log = logging.getLogger("broadcaster.ticker")
@@ -40,7 +39,7 @@ async def run_ticker(
         await asyncio.sleep(deadline - now)
         if on_late is not None:
             on_late(loop.time() - deadline)
-        if not broker.backend.leads_ticker():
+        if not broker.leads_ticker():
             continue  # another instance ticks
         try:
             event = await broker.publish(TOPIC, time_message(datetime.now(UTC)), EVENT_TYPE)

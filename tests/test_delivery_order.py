@@ -78,9 +78,10 @@ async def run(steps: list[Step]) -> tuple[bytes, bytes, int]:
     socket = RecordingSocket()
     request = StreamRequest(frozenset({"t"}), None, ())
     broker = Broker(MemoryBackend(0), queue_size=10_000)
-    stream = Stream(broker, request, ("-", "GET", "/events"), socket)
-    sub = stream.sub
-    pumping = asyncio.create_task(pump(stream, RecordingResponse(socket), True))  # type: ignore[arg-type]
+    stream = Stream()
+    sub = stream.open(broker, request, ("-", "/events"), socket)
+    response = RecordingResponse(socket)
+    pumping = asyncio.create_task(pump(stream, sub, response, True))  # type: ignore[arg-type]
 
     def offer(frame: Frame) -> None:
         assert sub.offer(frame)
@@ -90,6 +91,7 @@ async def run(steps: list[Step]) -> tuple[bytes, bytes, int]:
     assert sub.end()
     await asyncio.wait_for(pumping, 5)
     assert stream.ending == "server shutdown"
+    stream.close()
     return bytes(socket.wire), bytes(expected), socket.direct_writes
 
 

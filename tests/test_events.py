@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import inspect
+import types
+
 import pytest
 
 from broadcaster.events import Event, EventId
@@ -29,4 +32,7 @@ def test_event_frame_is_encoded_once_with_its_id() -> None:
     assert bytes(event.frame.data) == b"id: 3-4\nevent: created\ndata: hi\n\n"
     assert event.frame.chunk == b"21\r\nid: 3-4\nevent: created\ndata: hi\n\n\r\n"
     assert event.frame.id == EventId(3, 4)
-    assert event.frame is event.frame
+    # Stored in a slot at construction, not computed on each read (a property
+    # or a lazy cache would encode it again, or hold a dict per event).
+    assert type(inspect.getattr_static(Event, "frame")) is types.MemberDescriptorType
+    assert not hasattr(event, "__dict__")

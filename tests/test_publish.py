@@ -12,6 +12,7 @@ from aiohttp.test_utils import TestClient
 
 from broadcaster.app import create_app
 from broadcaster.config import Settings
+from broadcaster.events import EventId
 from broadcaster.web.keys import BROKER
 from broadcaster.web.publish import is_loopback
 from tests.conftest import open_stream
@@ -130,6 +131,7 @@ async def test_chunked_body_over_the_limit_is_413(client: Client) -> None:
 
     async with client.post("/publish", data=chunks(), headers=AUTH | JSON) as response:
         assert response.status == 413
+    assert sum(client.app[BROKER].stats.published.values()) == 0
 
 
 async def test_unknown_route_and_method_are_json(client: Client) -> None:
@@ -145,6 +147,10 @@ async def test_without_a_token_loopback_may_publish(aiohttp_client: Any) -> None
     client = await aiohttp_client(create_app(BASE))
     status, answer = await post(client, '{"topic":"t","data":"x"}', JSON)
     assert status == 200, answer
+    assert client.app[BROKER].stats.published == {"t": 1}
+    # The store's newest id is the one the answer gave.
+    replay = await client.app[BROKER].replay(EventId.parse(answer["id"]), ["t"])
+    assert (replay.complete, str(replay.head)) == (True, answer["id"])
 
 
 @pytest.mark.parametrize(

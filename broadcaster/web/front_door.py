@@ -124,7 +124,7 @@ class FrontDoor:
         not sent a request, wait for the streams' last bytes to leave, then cut
         whatever is still open (a client that stopped reading)."""
         for protocol in list(self.sniffing):
-            protocol.close()
+            protocol.close_connection()
         for timer in self.awaiting_head.values():
             timer.cancel()  # aiohttp's runner has closed those connections
         self.awaiting_head.clear()
@@ -135,7 +135,7 @@ class FrontDoor:
                     await self._all_closed.wait()
             except TimeoutError:
                 for protocol in [*self.sniffing, *self.streams]:
-                    protocol.abort()
+                    protocol.abort_connection()
 
 
 def _parse(data: bytes) -> RawRequestMessage | None:
@@ -193,9 +193,9 @@ def _lines(headers: Iterable[tuple[str, str]]) -> bytes:
     return "".join(f"{name}: {value}\r\n" for name, value in headers).encode()
 
 
-class StreamProtocol(asyncio.Protocol):
-    """One connection: sniffed on its first read, then either streamed here or
-    handed to aiohttp.
+class StreamProtocol(Stream, asyncio.Protocol):
+    """One connection: sniffed on its first read, then either streamed here (as
+    the stream core's `Stream`) or handed to aiohttp.
 
     A stream drains its backlog from transport callbacks instead of a task: the
     broker writes straight to the socket while the client keeps up; when it
@@ -206,14 +206,14 @@ class StreamProtocol(asyncio.Protocol):
     """
 
     __slots__ = (
-        "_door", "_drain_due", "_opened", "_paused", "_replay", "_stream", "_timer", "_transport",
+        "_door", "_drain_due", "_opened", "_paused", "_replay", "_timer", "_transport",
     )  # fmt: skip
 
     def __init__(self, door: FrontDoor) -> None:
+        super().__init__()
         self._door = door
         self._transport: asyncio.Transport | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self._stream: Stream | None = None
         self._replay: asyncio.Task[None] | None = None
         self._opened = self._paused = self._drain_due = False
 
@@ -230,7 +230,7 @@ class StreamProtocol(asyncio.Protocol):
         self._door.sniffing_began(self)
 
     def data_received(self, data: bytes) -> None:
-        if self._stream is not None:
+        if self.sub is not None:
             return  # after a stream's request, nothing the client sends matters
         timer, self._timer = self._timer, None
         assert timer is not None
@@ -262,8 +262,7 @@ class StreamProtocol(asyncio.Protocol):
         # direct, so a backlog behind a full socket is drained by
         # `resume_writing`; `_backlog` schedules a drain for any other backlog.
         transport.set_write_buffer_limits(high=HIGH_WATER)
-        where = (remote, "GET", path_qs)
-        self._stream = Stream(door.broker, request, where, transport, self._backlog).open()
+        self.open(door.broker, request, (remote, path_qs), transport, self._backlog)
         door.streaming_began(self)
         head = door.head.render(request.headers)
         if request.last_id is None:
@@ -273,14 +272,13 @@ class StreamProtocol(asyncio.Protocol):
             self._replay = asyncio.get_running_loop().create_task(opening)
 
     async def _replay_then_open(self, head: bytes, request: StreamRequest, path_qs: str) -> None:
-        stream, door = self._stream, self._door
-        assert stream is not None
+        door = self._door
         try:
-            opening = await stream.opening(door.broker, door.settings.retry_ms, request)
+            opening = await self.opening(door.broker, door.settings.retry_ms, request)
         except Exception:
             # Nothing is written yet: the client sees a dropped connection and retries.
             stream_core.log.exception("Replay for %s failed", path_qs)
-            self.abort()
+            self.abort_connection()
             return
         self._open(head + Frame.of(opening).chunk)
 
@@ -299,17 +297,17 @@ class StreamProtocol(asyncio.Protocol):
 
     def _drain(self) -> None:
         self._drain_due = False
-        transport, stream = self._transport, self._stream
-        if self._paused or transport is None or stream is None or transport.is_closing():
+        transport, sub = self._transport, self.sub
+        if self._paused or transport is None or sub is None or transport.is_closing():
             return
-        frames, ended = stream.frames(stream.sub.take_all())
+        frames, ended = self.frames(sub.take_all())
         data = b"".join([frame.chunk for frame in frames] + ([LAST_CHUNK] if ended else []))
         if data:
             transport.write(data)
         if ended:
             transport.close()
-        elif stream.caught_up:
-            stream.sub.go_direct()
+        elif self.caught_up:
+            sub.go_direct()
 
     def pause_writing(self) -> None:
         self._paused = True
@@ -318,11 +316,11 @@ class StreamProtocol(asyncio.Protocol):
         self._paused = False
         self._drain()
 
-    def close(self) -> None:
+    def close_connection(self) -> None:
         if self._transport is not None:
             self._transport.close()
 
-    def abort(self) -> None:
+    def abort_connection(self) -> None:
         if self._transport is not None:
             self._transport.abort()
 
@@ -332,11 +330,11 @@ class StreamProtocol(asyncio.Protocol):
         if self._replay is not None:
             self._replay.cancel()
         # The subscription holds `_backlog`, and so this protocol: dropping both
-        # references lets reference counting free the pair now, not the collector.
-        stream, self._stream, self._transport, self._timer = self._stream, None, None, None
+        # references (`close` drops the subscription) lets reference counting
+        # free the pair now, not the collector.
+        self._transport = self._timer = None
         self._door.left(self)
-        if stream is not None:
-            stream.close()
+        self.close()
 
 
 @lru_cache(maxsize=8)

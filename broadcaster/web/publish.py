@@ -11,7 +11,7 @@ from urllib.parse import parse_qs
 
 from aiohttp import web
 
-from broadcaster.backends.base import BackendUnavailable
+from broadcaster.broker import BackendUnavailable
 from broadcaster.topics import InvalidTopic, check_topic
 from broadcaster.web.errors import ApiError
 from broadcaster.web.keys import BROKER, SETTINGS

@@ -10,12 +10,12 @@ from broadcaster.web.keys import BROKER, METRICS
 
 async def healthz(request: web.Request) -> web.Response:
     broker = request.app[BROKER]
-    up = broker.backend.healthy()
+    up = broker.healthy()
     body = {
         "status": "ok" if up else "degraded",
         "clients": broker.clients,
         "topics": broker.topic_counts(),
-        "backend": {"name": broker.backend.name, "status": "up" if up else "down"},
+        "backend": {"name": broker.name, "status": "up" if up else "down"},
     }
     return web.json_response(body, status=200 if up else 503)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from aiohttp import HttpVersion11, web
 
 from broadcaster import stream_core
+from broadcaster.broker import Subscription
 from broadcaster.stream_core import Refusal, Stream
 from broadcaster.web.errors import ApiError
 from broadcaster.web.keys import BROKER, SETTINGS
@@ -37,12 +38,12 @@ async def events(request: web.Request) -> web.StreamResponse:
         return response
     if request.version >= HttpVersion11:
         response.enable_chunked_encoding()
-    where = (request.remote, request.method, request.path_qs)
-    stream = Stream(broker, admitted, where, request.transport).open()
+    stream = Stream()
+    sub = stream.open(broker, admitted, (request.remote, request.path_qs), request.transport)
     try:
         await response.prepare(request)
         await response.write(await stream.opening(broker, settings.retry_ms, admitted))
-        await pump(stream, response, _can_go_direct(response))
+        await pump(stream, sub, response, _can_go_direct(response))
     except ConnectionResetError:
         pass
     finally:
@@ -55,13 +56,14 @@ def _can_go_direct(response: web.StreamResponse) -> bool:
     return response.chunked and not response.compression
 
 
-async def pump(stream: Stream, response: web.StreamResponse, direct: bool) -> None:
+async def pump(
+    stream: Stream, sub: Subscription, response: web.StreamResponse, direct: bool
+) -> None:
     """Drain the queue, one write per wake-up, until END.
 
     Each batch taken from the queue is written before the next await, which is
     what lets the broker write straight to the socket whenever the queue is empty.
     """
-    sub = stream.sub
     while True:
         if direct and stream.caught_up:
             sub.go_direct()
