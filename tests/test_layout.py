@@ -1,4 +1,5 @@
-"""The code's shape follows the data path: who may import what.
+"""The code's shape follows the data path: who may import what, and
+ARCHITECTURE.md names every module.
 
 Read from the source with `ast`, so a stray import fails here rather than in
 a review.
@@ -11,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).parent.parent / "broadcaster"
+ROOT = Path(__file__).parent.parent
+PACKAGE = ROOT / "broadcaster"
 
 
 def modules() -> dict[str, Path]:
@@ -56,3 +58,11 @@ def test_the_doors_share_the_core_not_each_other() -> None:
         assert "broadcaster.web.stream" not in imports(modules()[door]), door
         assert "broadcaster.ticker" not in imports(modules()[door]), door
     assert "broadcaster.ticker" not in imports(modules()["broadcaster.stream_core"])
+
+
+@pytest.mark.parametrize("module", sorted(modules()))
+def test_architecture_names_every_module(module: str) -> None:
+    path = modules()[module].relative_to(ROOT)
+    if path.name == "__init__.py":
+        return
+    assert f"`{path.as_posix()}`" in (ROOT / "ARCHITECTURE.md").read_text(), path
