@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -107,3 +107,10 @@ def connect(front: FrontDoor, request: bytes) -> tuple[StreamProtocol, Recording
 
 def get(query: str = "topic=t", extra: str = "") -> bytes:
     return f"GET /events?{query} HTTP/1.1\r\nHost: x\r\n{extra}\r\n".encode()
+
+
+async def until(condition: Callable[[], object], timeout: float = 2.0) -> None:
+    """Let the loop run until `condition()` holds; fail after `timeout` seconds."""
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0)

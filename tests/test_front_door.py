@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from broadcaster.app import SHUTDOWN
 from tests.conftest import ServerFactory, ServerProcess, read_until
-from tests.protocol_kit import Handoff, RecordingTransport, connect, door, get
+from tests.protocol_kit import Handoff, RecordingTransport, connect, door, get, until
 
 DATE = re.compile(rb"Date: [^\r]*\r\n")
 HEALTH = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -30,10 +30,9 @@ async def test_a_plain_request_streams_and_ends_with_the_last_chunk() -> None:
         _, transport = connect(front, get())
         await front.broker.publish("t", "one")
         front.broker.close_all(SHUTDOWN)
-        await asyncio.sleep(0)
+        await until(lambda: transport.closed)
         body, ended = transport.body()
     assert ended
-    assert transport.closed
     assert body.startswith(b"retry: 2000\n\n: connected\n\n")
     assert body.index(b"data: one\n") < body.index(b"event: shutdown")
 
@@ -102,10 +101,9 @@ async def test_frames_published_during_a_replay_are_sent_once() -> None:
         # Published before the replay task has run: queued, and in the history too.
         await front.broker.publish("t", "during")
         front.broker.flush()
-        for _ in range(5):
-            await asyncio.sleep(0)
+        await until(lambda: b"data: during\n" in transport.wire)  # the replay is written
         await front.broker.publish("t", "after")
-        await asyncio.sleep(0)
+        await until(lambda: b"data: after\n" in transport.wire)
         body, _ = transport.body()
     assert body.count(b"data: during\n") == 1
     assert body.index(b"data: during\n") < body.index(b"data: after\n")
@@ -141,12 +139,13 @@ async def test_shutdown_cuts_a_stream_that_will_not_flush() -> None:
 async def test_a_silent_connection_is_closed_at_the_idle_timeout() -> None:
     async with door(idle_timeout=0.05) as front:
         transport = RecordingTransport()
-        protocol = front()
+        transport.protocol = protocol = front()
         protocol.connection_made(transport)  # type: ignore[arg-type]
-        async with asyncio.timeout(2):
-            while not transport.closed:
-                await asyncio.sleep(0.01)
-        protocol.connection_lost(None)
+        assert front.sniffing == {protocol}
+        await until(lambda: transport.closed)
+        await until(lambda: not front.sniffing)
+        assert transport.wire == b""
+        assert transport.handed_to is None
 
 
 # On the wire, against the real process.
@@ -282,8 +281,8 @@ def test_no_first_read_makes_the_front_door_raise(
     async def check() -> None:
         async with door() as front:
             protocol, transport = connect(front, data)
-            for _ in range(3):  # a replay runs in a task of its own
-                await asyncio.sleep(0)
+            # Served with a Last-Event-ID, the head waits for a replay task.
+            await until(lambda: transport.handed_to is not None or transport.wire)
             event("served" if transport.handed_to is None else "handed over")
             if transport.handed_to is None:
                 assert front.broker.clients == 1
