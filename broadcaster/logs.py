@@ -50,13 +50,14 @@ def configure(level: str, fmt: str) -> None:
 
 # Polled by every open page and by Prometheus: a line per poll would drown the log.
 QUIET_PATHS = frozenset({"/healthz", "/metrics", "/favicon.ico"})
+QUIET_PREFIXES = ("/static/",)  # six files per page load say nothing a reader needs
 
 
 def access_level(path: str, status: int) -> int:
     """Refusals and failures stand out; routine polling stays out of the way."""
     if status >= 500:
         return logging.WARNING
-    if path in QUIET_PATHS and status < 400:
+    if (path in QUIET_PATHS or path.startswith(QUIET_PREFIXES)) and status < 400:
         return logging.DEBUG
     return logging.INFO
 
@@ -92,7 +93,7 @@ class AccessLogger(AbstractAccessLogger):
     aiohttp writes no access line for a handler cancelled by a disconnect."""
 
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
-        if response.content_type == "text/event-stream" and response.status == 200:
+        if request.method == "GET" and request.path == "/events" and response.status == 200:
             return
         where = (request.remote, request.method, request.path_qs)
         log_access(self.logger, where, response.status, response.body_length, time)

@@ -109,7 +109,8 @@ def check_capacity(broker: Broker, settings: Settings) -> None:
     if broker.clients >= settings.max_clients:
         raise Refusal(
             503,
-            f"server is at its limit of {settings.max_clients} clients; retry later",
+            f"server is at its limit of {settings.max_clients} "
+            f"{'client' if settings.max_clients == 1 else 'clients'}; retry later",
             {"Retry-After": RETRY_AFTER_SECONDS},
         )
 
@@ -154,7 +155,10 @@ async def opening(
         return head + _resync(str(error), newest), None
     replay = await broker.replay(last, topics)
     if not replay.complete:
-        reason = f"event id {last} is unknown or older than the history"
+        reason = (
+            f"event id {last} is not in this server's history: it is older than the "
+            "history, or from before a restart or another server"
+        )
         return head + _resync(reason, replay.head), None
     frames = b"".join(event.frame.data for event in replay.events)
     return head + frames, replay.head
@@ -162,8 +166,11 @@ async def opening(
 
 def _resync(reason: str, newest: EventId | None) -> bytes:
     # Carrying the newest id means the client's next reconnect starts from here.
+    # With no event yet, an empty id clears the client's stale one (WHATWG: the
+    # field sets the last event ID buffer even when empty), or every reconnect
+    # would resync again until the first event.
     data = json.dumps({"reason": reason})
-    return sse.encode(data, id=None if newest is None else str(newest), event="resync")
+    return sse.encode(data, id="" if newest is None else str(newest), event="resync")
 
 
 def until_end(batch: list[Frame]) -> tuple[list[Frame], bool]:

@@ -250,7 +250,7 @@ async def test_a_refused_page_says_why_and_goes_live_once_there_is_room(
         page = await context.new_page()
         await page.goto(server.url)
         detail = page.locator("#state-detail")
-        await expect(detail).to_contain_text("limit of 1 clients")
+        await expect(detail).to_contain_text("limit of 1 client")
         await expect(detail).to_contain_text("(503)")
         await expect(detail).to_contain_text(re.compile(r"next try in \d+ s"))
         await expect(page.locator("#state")).to_have_text("connecting")

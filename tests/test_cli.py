@@ -249,7 +249,7 @@ async def test_listen_waits_out_a_full_server_and_gets_in_when_a_slot_frees(
             notes = await listener.notes_until(lambda note: "reconnecting" in note)
             assert notes == [
                 f"broadcaster listen: {server.url}/events answered 503: "
-                "server is at its limit of 1 clients; retry later",
+                "server is at its limit of 1 client; retry later",
                 "broadcaster listen: reconnecting in 5s",  # the server's Retry-After
             ]
             holder.close()
@@ -305,7 +305,7 @@ async def test_listen_follows_across_a_restart_and_sees_resync(
         resync = await listener.json()
         assert resync["event"] == "resync"
         assert resync["data"] is not None
-        assert "unknown or older than the history" in json.loads(resync["data"])["reason"]
+        assert "not in this server's history" in json.loads(resync["data"])["reason"]
         second_id = await published(restarted.url, "t", "two")
         assert await listener.json() == {"id": second_id, "event": "message", "data": "two"}
 

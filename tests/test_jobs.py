@@ -49,9 +49,13 @@ async def test_long_streams_each_step_then_done(aiohttp_client: Any, tmp_path: P
 @pytest.mark.parametrize(
     ("query", "words"),
     [
-        ("rows=0", "rows must be between"),
-        ("rows=ten", "rows must be a number"),
-        ("delay=-1", "delay must be between"),
+        ("rows=0", "rows must be from 1 to 100,000,000, not 0"),
+        ("rows=ten", "rows must be a whole number, not 'ten'"),
+        ("rows=1.5", "rows must be a whole number, not '1.5'"),
+        ("step=1e3", "step must be a whole number, not '1e3'"),
+        ("delay=-1", "delay must be from 0 to 60, not -1"),
+        ("rows=5&rows=6", "rows is given more than once"),
+        ("foo=1", "unknown parameter 'foo'; expected rows, step, delay"),
         ("rows=1000000&step=1", "at most 10000"),
         ("rows=100&step=1&delay=60", "would run 6000 s"),
     ],
@@ -214,6 +218,11 @@ async def test_upload_limits_and_malformed_requests(server: ServerProcess) -> No
         response = await session.post(f"{server.url}/jobs", data=form)
         assert response.status == 400
         assert "no file in the form" in (await response.json())["error"]
+        form = aiohttp.FormData(default_to_multipart=True)
+        form.add_field("file", "a,b\n1,2\n")  # curl -F file=hello: text, not a file
+        response = await session.post(f"{server.url}/jobs", data=form)
+        assert response.status == 400
+        assert "holds text, not a file" in (await response.json())["error"]
         response = await session.get(f"{server.url}/jobs/nope")
         assert response.status == 404
     assert not uploads.exists() or list(uploads.iterdir()) == []

@@ -38,8 +38,8 @@ async def test_ticks_with_nobody_connected_and_polling_stay_out_of_the_info_log(
             return await _ticks_published(session, server.url) >= 5
 
         await wait_for(ticked, 10, "five ticks")
-        for _ in range(3):
-            async with session.get(f"{server.url}/healthz") as response:
+        for path in ("/healthz", "/healthz", "/metrics", "/static/app.js", "/favicon.ico"):
+            async with session.get(f"{server.url}{path}") as response:
                 assert response.status == 200
         # Same keep-alive connection: this line is written after the polls' would be.
         async with session.get(f"{server.url}/no-such-page") as response:
@@ -50,6 +50,8 @@ async def test_ticks_with_nobody_connected_and_polling_stay_out_of_the_info_log(
     assert "Broadcast message" not in log
     assert "/healthz" not in log
     assert "/metrics" not in log
+    assert "/static/" not in log
+    assert "/favicon.ico" not in log
 
 
 async def test_a_tick_with_one_client_says_one_client(server_process: ServerFactory) -> None:
@@ -60,7 +62,7 @@ async def test_a_tick_with_one_client_says_one_client(server_process: ServerFact
     ):
         (tick,) = await stream.events(1)
     await _logged(server, rf"INFO +broadcaster.broker: Broadcast message {tick.id} to 1 client$")
-    assert re.search(rf"INFO +broadcaster.ticker: Sent message {tick.id}$", server.log(), re.M)
+    await _logged(server, rf"INFO +broadcaster.ticker: Sent message {tick.id}$")
 
 
 async def test_a_refused_stream_is_a_warning_in_the_access_format(
@@ -125,3 +127,19 @@ async def test_a_malformed_request_is_one_warning_that_quotes_nothing(
     log = server.log()
     assert "qqqq" not in log
     assert "Error handling request" not in log
+
+
+async def test_a_long_stream_cut_by_shutdown_leaves_its_access_line(
+    server_process: ServerFactory,
+) -> None:
+    server = server_process(*QUIET)
+    async with (
+        aiohttp.ClientSession() as session,
+        open_stream(session, f"{server.url}/long?rows=100&step=10&delay=1") as stream,
+    ):
+        await asyncio.to_thread(server.terminate)
+        assert [e.event for e in await stream.rest()] == ["shutdown"]
+    assert re.search(
+        r'INFO +broadcaster.access: 127.0.0.1 "GET /long\?rows=100&step=10&delay=1" 200 ',
+        server.log(),
+    )

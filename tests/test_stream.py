@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import replace
@@ -127,9 +128,9 @@ async def test_replay_then_live_without_gap_or_duplicate(make_client: MakeClient
     ("last_id", "reason"),
     [
         ("garbage", "malformed event id"),
-        ("1-1", "unknown or older than the history"),  # from another run
-        ("OLDEST", "unknown or older than the history"),  # fell out of the history
-        ("FUTURE", "unknown or older than the history"),
+        ("1-1", "not in this server's history"),  # from another run
+        ("OLDEST", "not in this server's history"),  # fell out of the history
+        ("FUTURE", "not in this server's history"),
     ],
 )
 async def test_resync(make_client: MakeClient, last_id: str, reason: str) -> None:
@@ -147,6 +148,18 @@ async def test_resync(make_client: MakeClient, last_id: str, reason: str) -> Non
     stream.response.close()
 
 
+async def test_a_resync_with_no_event_yet_clears_the_stale_id(make_client: MakeClient) -> None:
+    """After a restart nothing has been published: the resync's empty `id:`
+    resets the client's last event id, or each reconnect would resync again."""
+    client = await make_client()
+    response = await client.get("/events?topic=t", headers={"Last-Event-ID": "1-1"})
+    body = b""
+    while b"event: resync" not in body:
+        body += await asyncio.wait_for(response.content.readany(), 5)
+    assert b"id: \nevent: resync\n" in body
+    response.close()
+
+
 async def test_bad_topic_is_a_400_saying_why(make_client: MakeClient) -> None:
     client = await make_client()
     async with client.get("/events?topic=no spaces") as response:
@@ -162,7 +175,7 @@ async def test_max_clients_answers_503_with_retry_after(make_client: MakeClient)
     ):
         assert response.status == 503
         assert response.headers["Retry-After"] == "5"
-        assert "limit of 1 clients" in (await response.json())["error"]
+        assert "limit of 1 client" in (await response.json())["error"]
 
 
 async def test_shutdown_sends_the_shutdown_event_then_ends(make_client: MakeClient) -> None:

@@ -14,6 +14,7 @@ from broadcaster.web.errors import ApiError
 from broadcaster.web.keys import JOBS, SETTINGS
 
 FIELD = "file"
+_HOW = f"send it as a file in a field named {FIELD!r} (curl -F {FIELD}=@sales.csv)"
 CHUNK = 256 * 1024
 
 log = logging.getLogger("broadcaster.jobs")
@@ -70,12 +71,14 @@ async def _save_file_part(request: web.Request, path: Path, budget: Budget) -> s
         reader = await request.multipart()
         while (part := await reader.next()) is not None:
             if isinstance(part, BodyPartReader) and part.name == FIELD:
+                if part.filename is None:
+                    raise ApiError(400, f"the {FIELD!r} field holds text, not a file: {_HOW}")
                 await _copy(part, path, budget)
                 return part.filename or "upload"
             await _copy(part, None, budget)
     except (ValueError, AssertionError, HttpProcessingError) as error:
         raise ApiError(400, f"malformed multipart body: {_one_line(error)}") from None
-    raise ApiError(400, f"no file in the form: send it in a field named {FIELD!r}")
+    raise ApiError(400, f"no file in the form: {_HOW}")
 
 
 async def _copy(part: object, path: Path | None, budget: Budget) -> None:

@@ -18,17 +18,37 @@ MAX_DELAY = 60.0
 MAX_SECONDS = 3600.0
 
 
-def _number(request: web.Request, name: str, default: float, low: float, high: float) -> float:
+PARAMETERS = ("rows", "step", "delay")
+
+
+def _check_names(request: web.Request) -> None:
+    for name in request.query:
+        if name not in PARAMETERS:
+            raise ApiError(
+                400, f"unknown parameter {name[:32]!r}; expected {', '.join(PARAMETERS)}"
+            )
+        if len(request.query.getall(name)) > 1:
+            raise ApiError(400, f"{name} is given more than once")
+
+
+def _number(
+    request: web.Request, name: str, default: float, low: float, high: float, kind: type = float
+) -> float:
     text = request.query.get(name)
     if text is None:
         return default
+    noun = "a whole number" if kind is int else "a number"
     try:
-        value = float(text)
+        value = kind(text)
     except ValueError:
-        raise ApiError(400, f"{name} must be a number, not {text[:32]!r}") from None
+        raise ApiError(400, f"{name} must be {noun}, not {text[:32]!r}") from None
     if not low <= value <= high:
-        raise ApiError(400, f"{name} must be between {low:g} and {high:g}, not {value:g}")
-    return value
+        raise ApiError(400, f"{name} must be from {_plain(low)} to {_plain(high)}, not {text[:32]}")
+    return float(value)
+
+
+def _plain(value: float) -> str:
+    return f"{value:,.0f}" if value == int(value) else f"{value:g}"
 
 
 def _seconds(value: float) -> str:
@@ -45,8 +65,9 @@ async def _set_within(event: asyncio.Event, seconds: float) -> bool:
 
 
 async def long_job(request: web.Request) -> web.StreamResponse:
-    rows = int(_number(request, "rows", 50_000, 1, MAX_ROWS))
-    step = int(_number(request, "step", 10_000, 1, MAX_ROWS))
+    _check_names(request)
+    rows = int(_number(request, "rows", 50_000, 1, MAX_ROWS, int))
+    step = int(_number(request, "step", 10_000, 1, MAX_ROWS, int))
     delay = _number(request, "delay", 1.0, 0, MAX_DELAY)
     steps = -(-rows // step)
     if steps > MAX_STEPS:
