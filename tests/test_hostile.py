@@ -95,6 +95,10 @@ REFUSALS = {
         b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 100,
         400, "TLS sent to a plain-HTTP port: use http://, not https://",
     ),
+    "HTTP/2 preface": (
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+        400, "HTTP/2 is not served here: use HTTP/1.1",
+    ),
     "NUL in a header value": (
         b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Nul: a\x00b\r\n\r\n",
         400, "malformed request: Invalid header value char",

@@ -52,6 +52,7 @@ LIMITS: ParserLimits = {
 # request"). What follows the colon quotes the request, so it is never used.
 _REASON = re.compile(r"[A-Z][A-Za-z' -]{2,79}")
 _TLS = "Received HTTPS traffic on an HTTP port"
+_H2 = "Pause on PRI/Upgrade"  # llhttp stops at the HTTP/2 connection preface
 
 log = logging.getLogger("broadcaster.access")
 
@@ -91,6 +92,8 @@ def refusal(handler: RequestHandler, status: int, exc: BaseException | None) -> 
         if exc.args[1] == handler.max_line_size != handler.max_field_size:
             return 414, f"the URL is longer than {handler.max_line_size} bytes"
         return 431, f"a header is longer than {handler.max_field_size} bytes"
+    if isinstance(exc, HttpProcessingError) and exc.message.startswith(_H2):
+        return 400, "HTTP/2 is not served here: use HTTP/1.1"
     if isinstance(exc, BadHttpMethod):
         if exc.message == _TLS:
             return 400, "TLS sent to a plain-HTTP port: use http://, not https://"

@@ -77,7 +77,8 @@ async def _save_file_part(request: web.Request, path: Path, budget: Budget) -> s
                 return part.filename or "upload"
             await _copy(part, None, budget)
     except (ValueError, AssertionError, HttpProcessingError) as error:
-        raise ApiError(400, f"malformed multipart body: {_one_line(error)}") from None
+        reason = _multipart_reason(error)
+        raise ApiError(400, f"malformed multipart/form-data body: {reason}") from None
     raise ApiError(400, f"no file in the form: {_HOW}")
 
 
@@ -101,8 +102,12 @@ def storage_error(error: OSError) -> ApiError:
     return ApiError(503, f"the data directory is unusable ({error.strerror})")
 
 
-def _one_line(error: Exception) -> str:
-    return " ".join(str(error).split())[:200]
+def _multipart_reason(error: Exception) -> str:
+    """aiohttp's words quote the body's bytes and its own internals; say what to fix."""
+    text = str(error).lower()
+    if "boundary" in text:
+        return "its parts do not match the boundary named in Content-Type"
+    return "a part's headers or framing are broken"
 
 
 async def get_job(request: web.Request) -> web.Response:
