@@ -15,11 +15,9 @@ All values are stored as TEXT; empty XLSX cells as NULL.
 from __future__ import annotations
 
 import csv
-import datetime
 import os
 import sqlite3
 import threading
-import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,64 +112,12 @@ class CsvRows:
         self._file.close()
 
 
-class XlsxRows:
-    short_rows_padded = True
-
-    def __init__(self, path: Path) -> None:
-        import openpyxl  # imported here: only XLSX imports pay for it
-        from openpyxl.utils.exceptions import InvalidFileException
-
-        # A file object, not the path: openpyxl refuses paths that do not end in
-        # .xlsx, and uploads are stored under names of their own.
-        self._file: BinaryIO = path.open("rb")
-        try:
-            self._book = openpyxl.load_workbook(self._file, read_only=True, data_only=True)
-            self._sheet = self._book.worksheets[0]
-        except (zipfile.BadZipFile, InvalidFileException, KeyError, IndexError, OSError) as error:
-            self._file.close()
-            raise ImportFailed(f"not a valid XLSX file ({error})") from None
-        max_row = self._sheet.max_row
-        self.total = max_row - 1 if isinstance(max_row, int) and max_row > 0 else None
-
-    def __iter__(self) -> Iterator[tuple[int, Row]]:
-        number = 0
-        try:
-            for values in self._sheet.iter_rows(values_only=True):
-                number += 1
-                yield number, _trimmed([_cell(value) for value in values])
-        except ImportFailed:
-            raise
-        except Exception as error:  # openpyxl raises many types for a damaged sheet
-            raise ImportFailed(f"damaged XLSX sheet ({error})", number + 1) from None
-
-    def fraction(self, rows_done: int) -> float:
-        return min(1.0, rows_done / self.total) if self.total else 0.0
-
-    def close(self) -> None:
-        self._book.close()
-        self._file.close()
-
-
-def _cell(value: object) -> Cell:
-    if value is None:
-        return None
-    if isinstance(value, datetime.datetime | datetime.date | datetime.time):
-        return value.isoformat()
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
-
-
-def _trimmed(row: Row) -> Row:
-    # Spreadsheets pad rows with empty cells up to the widest one.
-    end = len(row)
-    while end and row[end - 1] in (None, ""):
-        end -= 1
-    return row[:end]
-
-
 def open_rows(path: Path, kind: str) -> Rows:
-    return XlsxRows(path) if kind == "xlsx" else CsvRows(path)
+    if kind == "xlsx":
+        from broadcaster.xlsx import XlsxRows  # imported here: xlsx imports this module
+
+        return XlsxRows(path)
+    return CsvRows(path)
 
 
 def check_header(row: Row) -> list[str]:
