@@ -15,13 +15,14 @@ All values are stored as TEXT; empty XLSX cells as NULL.
 from __future__ import annotations
 
 import csv
+import io
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import BinaryIO, Protocol, cast
 
 BATCH_ROWS = 5_000
 MAX_COLUMNS = 2_000  # SQLite's default SQLITE_MAX_COLUMN
@@ -82,34 +83,53 @@ class CsvRows:
     short_rows_padded = False
 
     def __init__(self, path: Path) -> None:
+        self._path = path
         self._file: BinaryIO = path.open("rb")
         self._size = max(1, os.fstat(self._file.fileno()).st_size)
-        self._row = 0
-
-    def _lines(self) -> Iterator[str]:
-        # Decoded line by line, so that a bad byte is blamed on its own row.
-        for number, raw in enumerate(self._file, 1):
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as error:
-                reason = f"not UTF-8 text (byte {error.start + 1} of line {number})"
-                raise ImportFailed(reason, self._row + 1) from None
-            yield text.removeprefix("\ufeff") if number == 1 else text
+        # Decoded in blocks by C code; utf-8-sig drops a leading BOM.
+        self._text = io.TextIOWrapper(self._file, encoding="utf-8-sig", newline="")
 
     def __iter__(self) -> Iterator[tuple[int, Row]]:
-        reader = csv.reader(self._lines(), strict=True)
         try:
-            for fields in reader:
-                self._row += 1
-                yield self._row, list(fields)
-        except csv.Error as error:
-            raise ImportFailed(f"malformed CSV: {error}", self._row + 1) from None
+            yield from _records(self._text)
+        except UnicodeDecodeError:
+            # The block decoder cannot say which row a bad byte is in: read the
+            # file again line by line, which stops with the reason and the row.
+            with self._path.open("rb") as again:
+                for _ in _records(_lines(again)):
+                    pass
+            raise ImportFailed("not UTF-8 text") from None
 
     def fraction(self, rows_done: int) -> float:
         return min(1.0, self._file.tell() / self._size)
 
     def close(self) -> None:
-        self._file.close()
+        self._text.close()
+
+
+def _records(lines: Iterable[str]) -> Iterator[tuple[int, Row]]:
+    number = 0
+    try:
+        reader = cast(Iterator[Row], csv.reader(lines, strict=True))
+        for number, fields in enumerate(reader, 1):
+            yield number, fields
+    except csv.Error as error:
+        raise ImportFailed(f"malformed CSV: {error}", number + 1) from None
+    except _BadLine as bad:
+        raise ImportFailed(f"not UTF-8 text ({bad})", number + 1) from None
+
+
+class _BadLine(Exception):
+    pass
+
+
+def _lines(file: BinaryIO) -> Iterator[str]:
+    for number, raw in enumerate(file, 1):
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise _BadLine(f"byte {error.start + 1} of line {number}") from None
+        yield text.removeprefix("\ufeff") if number == 1 else text
 
 
 def open_rows(path: Path, kind: str) -> Rows:
@@ -186,12 +206,12 @@ def _copy(
     batch: list[Row] = []
     done = 0
     for number, row in numbered:
-        if not row or all(cell in (None, "") for cell in row):
+        if not any(row):  # blank: every cell None or ""
             continue
-        if len(row) < width and rows.short_rows_padded:
-            row += [None] * (width - len(row))
         if len(row) != width:
-            raise ImportFailed(f"{len(row)} fields, but the header has {width}", number)
+            if len(row) > width or not rows.short_rows_padded:
+                raise ImportFailed(f"{len(row)} fields, but the header has {width}", number)
+            row += [None] * (width - len(row))
         batch.append(row)
         if len(batch) == BATCH_ROWS:
             done += _insert(connection, insert, batch, cancelled)

@@ -88,12 +88,15 @@ def test_header_only_file_makes_an_empty_table(tmp_path: Path) -> None:
     assert tables(tmp_path) == [TABLE]
 
 
+LATE_LATIN1 = b"a,b\n" + b"1,2\n" * 5000 + "café,3\n".encode("latin-1") + b"1,2\n" * 10
 RAGGED = b"a,b,c\n" + b"1,2,3\n" * (BATCH_ROWS * 2) + b"1,2\n"
 FAILURES = [
     # (file name, content, words of the reason, row)
     ("report.pdf", b"%PDF-1.4", "not a CSV or XLSX file", None),
     ("zip.csv", b"PK\x03\x04rest", "not a CSV or XLSX file", None),
     ("latin1.csv", "a,b\n1,2\ncafé,3\n".encode("latin-1"), "not UTF-8 text", 3),
+    # Past the first blocks the decoder reads ahead: still blamed on its own row.
+    ("late-latin1.csv", LATE_LATIN1, "not UTF-8 text (byte 4 of line 5002)", 5002),
     ("empty.csv", b"", "the file is empty", None),
     ("blank-first.csv", b"\n1,2\n", "no header row", 1),
     ("gap.csv", b"a,,c\n1,2,3\n", "column 2 has no name", 1),
