@@ -27,6 +27,7 @@ from typing import BinaryIO, Protocol, cast
 BATCH_ROWS = 5_000
 MAX_COLUMNS = 2_000  # SQLite's default SQLITE_MAX_COLUMN
 ZIP_MAGIC = b"PK\x03\x04"
+CANCELLED = "cancelled: the server is shutting down"
 
 Cell = str | None
 Row = list[Cell]
@@ -132,11 +133,11 @@ def _lines(file: BinaryIO) -> Iterator[str]:
         yield text.removeprefix("\ufeff") if number == 1 else text
 
 
-def open_rows(path: Path, kind: str) -> Rows:
+def open_rows(path: Path, kind: str, while_loading: Callable[[], None]) -> Rows:
     if kind == "xlsx":
         from broadcaster.xlsx import XlsxRows  # imported here: xlsx imports this module
 
-        return XlsxRows(path)
+        return XlsxRows(path, while_loading)
     return CsvRows(path)
 
 
@@ -170,7 +171,13 @@ def import_file(
     cancelled: threading.Event,
 ) -> Imported:
     """Import `path` into a new `table`; raises ImportFailed, leaving nothing."""
-    rows = open_rows(path, kind)
+
+    def while_loading() -> None:
+        if cancelled.is_set():
+            raise ImportFailed(CANCELLED)
+        on_progress(Progress(0, None, 0.0))
+
+    rows = open_rows(path, kind, while_loading)
     connection = sqlite3.connect(database, isolation_level=None, timeout=30)
     try:
         connection.execute("PRAGMA journal_mode=WAL")
@@ -225,7 +232,7 @@ def _insert(
     connection: sqlite3.Connection, insert: str, batch: list[Row], cancelled: threading.Event
 ) -> int:
     if cancelled.is_set():
-        raise ImportFailed("cancelled: the server is shutting down")
+        raise ImportFailed(CANCELLED)
     connection.executemany(insert, batch)
     count = len(batch)
     batch.clear()

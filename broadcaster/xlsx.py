@@ -19,9 +19,10 @@ from __future__ import annotations
 import datetime
 import marshal
 import resource
+import select
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -30,6 +31,7 @@ from broadcaster.importer import Cell, ImportFailed, Row
 MEMORY_BUDGET = 2 * 1024**3
 """Bytes of address space the reading child may use (the sheet's grid, ~100 bytes a cell)."""
 FRAME_ROWS = 2_000
+WAIT_TICK = 0.25  # seconds between calls of while_loading
 
 
 class XlsxRows:
@@ -37,7 +39,9 @@ class XlsxRows:
 
     short_rows_padded = True
 
-    def __init__(self, path: Path, budget: int = MEMORY_BUDGET) -> None:
+    def __init__(
+        self, path: Path, while_loading: Callable[[], None], budget: int = MEMORY_BUDGET
+    ) -> None:
         self._budget = budget
         self._child = subprocess.Popen(
             [sys.executable, "-m", "broadcaster.xlsx", str(path), str(budget)],
@@ -46,6 +50,10 @@ class XlsxRows:
         assert self._child.stdout is not None
         self._frames: IO[bytes] = self._child.stdout
         try:
+            # calamine loads the whole sheet before the first frame: meanwhile,
+            # say every WAIT_TICK that the import is alive (and let it be cancelled).
+            while not select.select([self._frames], [], [], WAIT_TICK)[0]:
+                while_loading()
             first = self._next_frame(0)
         except BaseException:
             self.close()

@@ -15,7 +15,8 @@ from pathlib import Path
 import openpyxl
 import pytest
 
-from broadcaster.importer import ImportFailed, import_file
+from broadcaster import xlsx
+from broadcaster.importer import ImportFailed, Progress, import_file
 from broadcaster.xlsx import XlsxRows
 
 PKG = "http://schemas.openxmlformats.org/package/2006"
@@ -185,7 +186,7 @@ def openpyxl_rows(path: Path) -> list[list[str | None]]:
 
 
 def calamine_rows(path: Path) -> list[list[str | None]]:
-    rows = XlsxRows(path)
+    rows = XlsxRows(path, lambda: None)
     try:
         return [row for _, row in rows]
     finally:
@@ -216,7 +217,7 @@ def test_known_differences_from_openpyxl(typed_book: Path, what: str) -> None:
 
 
 def test_total_is_known_before_the_first_row(typed_book: Path) -> None:
-    rows = XlsxRows(typed_book)
+    rows = XlsxRows(typed_book, lambda: None)
     try:
         assert rows.total == len(CELLS) + len(DIFFERENT_CELLS)
     finally:
@@ -253,3 +254,30 @@ def test_a_sheet_too_big_for_the_budget_fails_the_import_not_the_server(tmp_path
         ImportFailed, match=r"does not fit in the XLSX reader's memory budget \(2048 MiB\)"
     ):
         import_file(path, "xlsx", tmp_path / "db.sqlite", "t", lambda _: None, threading.Event())
+
+
+def test_progress_while_calamine_loads_the_sheet(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Nothing comes from the reader until the whole sheet is loaded: the job
+    # still reports, and can still be cancelled, while it waits.
+    monkeypatch.setattr(xlsx, "WAIT_TICK", 0.001)
+    rows = "".join(
+        f'<row r="{n}"><c r="A{n}"><v>{n}</v></c><c r="B{n}"><v>{n * 2}</v></c></row>'
+        for n in range(1, 20_001)
+    )
+    path = write_parts(
+        tmp_path / "long.xlsx",
+        f'<worksheet xmlns="{MAIN}"><sheetData>{rows}</sheetData></worksheet>',
+    )
+    seen: list[Progress] = []
+    cancelled = threading.Event()
+
+    def on_progress(update: Progress) -> None:
+        seen.append(update)
+        if len(seen) == 3:
+            cancelled.set()
+
+    with pytest.raises(ImportFailed, match="cancelled"):
+        import_file(path, "xlsx", tmp_path / "db.sqlite", "t", on_progress, cancelled)
+    assert [(p.rows_done, p.total) for p in seen] == [(0, None)] * 3
