@@ -20,6 +20,7 @@ import datetime
 import marshal
 import resource
 import select
+import struct
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -31,6 +32,7 @@ from broadcaster.importer import Cell, ImportFailed, Row
 MEMORY_BUDGET = 2 * 1024**3
 """Bytes of address space the reading child may use (the sheet's grid, ~100 bytes a cell)."""
 FRAME_ROWS = 2_000
+FRAME_HEAD = struct.Struct("<I")
 WAIT_TICK = 0.25  # seconds between calls of while_loading
 
 
@@ -68,8 +70,13 @@ class XlsxRows:
                 yield number, row
 
     def _next_frame(self, number: int) -> tuple[Any, ...]:
+        # Length-prefixed: marshal.load on a stream reads it object by object.
+        head = self._frames.read(FRAME_HEAD.size)
+        body = (
+            self._frames.read(FRAME_HEAD.unpack(head)[0]) if len(head) == FRAME_HEAD.size else b""
+        )
         try:
-            frame: tuple[Any, ...] = marshal.load(self._frames)
+            frame: tuple[Any, ...] = marshal.loads(body)
         except (EOFError, ValueError, TypeError):
             raise ImportFailed(self._why_child_stopped(), number + 1 if number else None) from None
         if frame[0] == "failed":
@@ -139,7 +146,9 @@ def _rows(path: str) -> Iterator[Any]:
     for values in sheet.iter_rows():
         # Most cells are strings: those skip the call to text().
         row = [(v or None) if v.__class__ is str else text(v) for v in values]
-        batch.append(trimmed(lead + row if lead else row))
+        if lead:
+            row = lead + row
+        batch.append(trimmed(row) if row and row[-1] is None else row)
         if len(batch) == FRAME_ROWS:
             yield ("rows", batch)
             batch = []
@@ -153,7 +162,8 @@ def main(argv: list[str]) -> int:
     out = sys.stdout.buffer
     try:
         for frame in _rows(path):
-            marshal.dump(frame, out)
+            body = marshal.dumps(frame)
+            out.write(FRAME_HEAD.pack(len(body)) + body)
         out.flush()
     except MemoryError:
         return MEMORY_EXIT
