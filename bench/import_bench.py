@@ -148,7 +148,7 @@ async def through_server(server: Server, source: Path) -> dict[str, Any]:
                 state = await response.json()
             if state["status"] in ("done", "failed"):
                 break
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(0.05)
         busy_after = await scrape(session, base)
     if state["status"] != "done":
         raise RuntimeError(f"import failed: {state['error']}")
