@@ -1,7 +1,7 @@
 """Read the first sheet of an XLSX file with calamine (Rust), in a child process.
 
-calamine reads a sheet about 50 times faster than openpyxl, but it loads the
-whole sheet into one dense grid sized by the extent of its cells, and a failed
+calamine loads 500,000 rows x 10 columns in about 6 s, where openpyxl took 100,
+but it loads the whole sheet into one dense grid spanning its cells, and a failed
 Rust allocation aborts the process: a 5 KB file with cells in A1 and XFD1048576
 asks for 512 GiB. So the sheet is read in a child process (`python -m
 broadcaster.xlsx FILE`) whose address space is capped at MEMORY_BUDGET; a sheet
