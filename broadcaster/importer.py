@@ -16,21 +16,19 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import datetime
+import io
 import os
-import re
 import sqlite3
 import threading
-import zipfile
-import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import BinaryIO, Protocol, cast
 
 BATCH_ROWS = 5_000
 MAX_COLUMNS = 2_000  # SQLite's default SQLITE_MAX_COLUMN
 ZIP_MAGIC = b"PK\x03\x04"
+CANCELLED = "cancelled: the server is shutting down"
 
 Cell = str | None
 Row = list[Cell]
@@ -97,132 +95,61 @@ class CsvRows:
     short_rows_padded = False
 
     def __init__(self, path: Path) -> None:
+        self._path = path
         self._file: BinaryIO = path.open("rb")
         self._size = max(1, os.fstat(self._file.fileno()).st_size)
-        self._row = 0
-
-    def _lines(self) -> Iterator[str]:
-        # Decoded line by line, so that a bad byte is blamed on its own row.
-        for number, raw in enumerate(self._file, 1):
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as error:
-                reason = f"not UTF-8 text (byte {error.start + 1} of line {number})"
-                raise ImportFailed(reason, self._row + 1) from None
-            yield text.removeprefix("\ufeff") if number == 1 else text
+        # Decoded in blocks by C code; utf-8-sig drops a leading BOM.
+        self._text = io.TextIOWrapper(self._file, encoding="utf-8-sig", newline="")
 
     def __iter__(self) -> Iterator[tuple[int, Row]]:
-        reader = csv.reader(self._lines(), strict=True)
         try:
-            for fields in reader:
-                self._row += 1
-                yield self._row, list(fields)
-        except csv.Error as error:
-            raise ImportFailed(f"malformed CSV: {error}", self._row + 1) from None
+            yield from _records(self._text)
+        except UnicodeDecodeError:
+            # The block decoder cannot say which row a bad byte is in: read the
+            # file again line by line, which stops with the reason and the row.
+            with self._path.open("rb") as again:
+                for _ in _records(_lines(again)):
+                    pass
+            raise ImportFailed("not UTF-8 text") from None
 
     def fraction(self, rows_done: int) -> float:
         return min(1.0, self._file.tell() / self._size)
 
     def close(self) -> None:
-        self._file.close()
+        self._text.close()
 
 
-class XlsxRows:
-    total: int | None
-    short_rows_padded = True
+def _records(lines: Iterable[str]) -> Iterator[tuple[int, Row]]:
+    number = 0
+    try:
+        reader = cast(Iterator[Row], csv.reader(lines, strict=True))
+        for number, fields in enumerate(reader, 1):
+            yield number, fields
+    except csv.Error as error:
+        raise ImportFailed(f"malformed CSV: {error}", number + 1) from None
+    except _BadLine as bad:
+        raise ImportFailed(f"not UTF-8 text ({bad})", number + 1) from None
 
-    def __init__(self, path: Path) -> None:
-        import openpyxl  # imported here: only XLSX imports pay for it
-        from openpyxl.utils.exceptions import InvalidFileException
 
-        # A file object, not the path: openpyxl refuses paths that do not end in
-        # .xlsx, and uploads are stored under names of their own.
-        self._file: BinaryIO = path.open("rb")
+class _BadLine(Exception):
+    pass
+
+
+def _lines(file: BinaryIO) -> Iterator[str]:
+    for number, raw in enumerate(file, 1):
         try:
-            self._book = openpyxl.load_workbook(self._file, read_only=True, data_only=True)
-            self._sheet = self._book.worksheets[0]
-        except (zipfile.BadZipFile, InvalidFileException, KeyError, IndexError, OSError) as error:
-            self._file.close()
-            raise ImportFailed(f"not a valid XLSX file ({error})") from None
-        max_row = self._sheet.max_row
-        if not isinstance(max_row, int) or max_row <= 1:
-            # No <dimension> (openpyxl's write-only mode and many exporters omit
-            # it), or a bare "A1" that some write whatever the size: count.
-            max_row = self._count_rows()
-        self.total = max(0, max_row - 1)
-
-    def _count_rows(self) -> int:
-        """The sheet's <row> elements, from its XML as it inflates: no parsing,
-        so a small fraction of what the import itself costs."""
-        try:
-            # openpyxl's own way to the sheet's XML inside the zip; a private
-            # method, guarded by tests/test_importer.py's write-only file.
-            with self._sheet._get_source() as source:  # type: ignore[attr-defined]
-                return count_row_tags(iter(lambda: source.read(CHUNK_BYTES), b""))
-        except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as error:
-            self.close()
-            raise ImportFailed(f"not a valid XLSX file ({error})") from None
-
-    def __iter__(self) -> Iterator[tuple[int, Row]]:
-        number = 0
-        try:
-            for values in self._sheet.iter_rows(values_only=True):
-                number += 1
-                yield number, _trimmed([_cell(value) for value in values])
-        except ImportFailed:
-            raise
-        except Exception as error:  # openpyxl raises many types for a damaged sheet
-            raise ImportFailed(f"damaged XLSX sheet ({error})", number + 1) from None
-
-    def fraction(self, rows_done: int) -> float:
-        return min(1.0, rows_done / self.total) if self.total else 0.0
-
-    def close(self) -> None:
-        self._book.close()
-        self._file.close()
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise _BadLine(f"byte {error.start + 1} of line {number}") from None
+        yield text.removeprefix("\ufeff") if number == 1 else text
 
 
-ROW_TAG = re.compile(rb"<(?:[A-Za-z_][\w.-]{0,31}:)?row[\s/>]")
-"""A row's start tag, with or without a namespace prefix (not <rowBreaks>).
-Text never matches: XML escapes its "<"."""
-ROW_TAG_MAX = 64
-CHUNK_BYTES = 1 << 20
+def open_rows(path: Path, kind: str, while_loading: Callable[[], None]) -> Rows:
+    if kind == "xlsx":
+        from broadcaster.xlsx import XlsxRows  # imported here: xlsx imports this module
 
-
-def count_row_tags(chunks: Iterable[bytes]) -> int:
-    """Row start tags in XML arriving in chunks, however the chunks split them."""
-    count, carry = 0, b""
-    for chunk in chunks:
-        data = carry + chunk
-        # Hold back a tag that may be cut off at the end: from the last "<",
-        # when it is near enough to the end to be the start of an unfinished one.
-        last = data.rfind(b"<", max(0, len(data) - ROW_TAG_MAX))
-        keep = last if last >= 0 else len(data)
-        count += sum(1 for _ in ROW_TAG.finditer(data, 0, keep))
-        carry = data[keep:]
-    return count + sum(1 for _ in ROW_TAG.finditer(carry))
-
-
-def _cell(value: object) -> Cell:
-    if value is None:
-        return None
-    if isinstance(value, datetime.datetime | datetime.date | datetime.time):
-        return value.isoformat()
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
-
-
-def _trimmed(row: Row) -> Row:
-    # Spreadsheets pad rows with empty cells up to the widest one.
-    end = len(row)
-    while end and row[end - 1] in (None, ""):
-        end -= 1
-    return row[:end]
-
-
-def open_rows(path: Path, kind: str) -> Rows:
-    return XlsxRows(path) if kind == "xlsx" else CsvRows(path)
+        return XlsxRows(path, while_loading)
+    return CsvRows(path)
 
 
 def check_header(row: Row) -> list[str]:
@@ -255,8 +182,14 @@ def import_file(
     cancelled: threading.Event,
 ) -> Imported:
     """Import `path` into a new `table`; raises ImportFailed, leaving nothing."""
+
+    def while_loading() -> None:
+        if cancelled.is_set():
+            raise ImportFailed(CANCELLED)
+        on_progress(Progress(0, None, 0.0))
+
     try:
-        rows = open_rows(path, kind)
+        rows = open_rows(path, kind, while_loading)
     except OSError as error:
         raise ImportFailed(f"the upload could not be read ({_reason(error)})") from None
     try:
@@ -318,12 +251,12 @@ def _copy(
     batch: list[Row] = []
     done = 0
     for number, row in numbered:
-        if not row or all(cell in (None, "") for cell in row):
+        if not any(row):  # blank: every cell None or ""
             continue
-        if len(row) < width and rows.short_rows_padded:
-            row += [None] * (width - len(row))
         if len(row) != width:
-            raise ImportFailed(f"{len(row)} fields, but the header has {width}", number)
+            if len(row) > width or not rows.short_rows_padded:
+                raise ImportFailed(f"{len(row)} fields, but the header has {width}", number)
+            row += [None] * (width - len(row))
         batch.append(row)
         if len(batch) == BATCH_ROWS:
             done += _insert(connection, insert, batch, cancelled)
@@ -337,7 +270,7 @@ def _insert(
     connection: sqlite3.Connection, insert: str, batch: list[Row], cancelled: threading.Event
 ) -> int:
     if cancelled.is_set():
-        raise ImportFailed("cancelled: the server is shutting down")
+        raise ImportFailed(CANCELLED)
     connection.executemany(insert, batch)
     count = len(batch)
     batch.clear()
