@@ -8,6 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
+from broadcaster.auth.policy import policy_for
 from broadcaster.backends.base import Backend
 from broadcaster.backends.memory import MemoryBackend
 from broadcaster.broker import Broker
@@ -19,7 +20,7 @@ from broadcaster.metrics import Metrics
 from broadcaster.ticker import run_ticker
 from broadcaster.web import cors, jobs, long, pages, publish, status, stream
 from broadcaster.web.errors import json_error_body
-from broadcaster.web.keys import BROKER, JOBS, METRICS, SETTINGS, STOPPING
+from broadcaster.web.keys import BROKER, JOBS, METRICS, POLICY, SETTINGS, STOPPING
 
 SHUTDOWN = Frame.of(stream.SHUTDOWN_DATA)
 
@@ -33,6 +34,8 @@ def create_app(settings: Settings, backend: Backend | None = None) -> web.Applic
     )
     broker.stats.label = metrics_label
     metrics.watch(broker)
+    policy = policy_for(settings)
+    metrics.watch_refusals(policy.refusals)
 
     app = web.Application()
     app.on_response_prepare.append(json_error_body)
@@ -41,6 +44,7 @@ def create_app(settings: Settings, backend: Backend | None = None) -> web.Applic
     app[SETTINGS] = settings
     app[BROKER] = broker
     app[METRICS] = metrics
+    app[POLICY] = policy
     app[JOBS] = Jobs(broker, settings.data_dir)
     app[STOPPING] = asyncio.Event()
     app.cleanup_ctx.append(_background_tasks)

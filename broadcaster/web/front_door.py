@@ -44,7 +44,7 @@ from broadcaster.events import EventId, Frame
 from broadcaster.web import cors, stream
 from broadcaster.web.connection import MAX_FIELD_SIZE, MAX_HEADERS, MAX_LINE_SIZE
 from broadcaster.web.errors import ApiError
-from broadcaster.web.keys import BROKER, SETTINGS
+from broadcaster.web.keys import BROKER, POLICY, SETTINGS
 
 PREFIX = b"GET /events"
 HEAD_END = b"\r\n\r\n"
@@ -68,6 +68,7 @@ class FrontDoor:
     def __init__(self, app: web.Application, aiohttp_protocol: Callable[[], asyncio.Protocol]):
         self.broker: Broker = app[BROKER]
         self.settings: Settings = app[SETTINGS]
+        self.policy = app[POLICY]
         self.hand_off_to = aiohttp_protocol
         self.sniffing: set[StreamProtocol] = set()
         self.streams: set[StreamProtocol] = set()
@@ -91,6 +92,7 @@ class FrontDoor:
             topics = stream.topics_from_query(
                 message.url.query, settings.max_topics, settings.max_topic_length
             )
+            stream.authorize(self.policy, topics, message.headers, message.url.query, count=False)
             stream.check_capacity(self.broker, settings)
         except ApiError:
             return None

@@ -18,14 +18,18 @@ from aiohttp import HttpVersion11, web
 from multidict import MultiMapping
 
 from broadcaster import sse
+from broadcaster.auth.carriers import token_from
+from broadcaster.auth.policy import Policy
+from broadcaster.auth.tokens import Refusal
 from broadcaster.broker import END, Broker, Subscription
 from broadcaster.config import Settings
 from broadcaster.events import EventId, Frame
 from broadcaster.logs import log_access
 from broadcaster.ticker import TOPIC as DEFAULT_TOPIC
 from broadcaster.topics import InvalidTopic, check_topic
+from broadcaster.web.authorization import api_error
 from broadcaster.web.errors import ApiError
-from broadcaster.web.keys import BROKER, SETTINGS
+from broadcaster.web.keys import BROKER, POLICY, SETTINGS
 
 log = logging.getLogger("broadcaster.access")
 
@@ -61,6 +65,28 @@ def topics_from_query(query: MultiMapping[str], max_topics: int, max_length: int
         raise ApiError(400, str(error)) from None
 
 
+def authorize(
+    policy: Policy,
+    topics: frozenset[str],
+    headers: Mapping[str, str],
+    query: Mapping[str, str],
+    count: bool = True,
+) -> float | None:
+    """Refuse private topics the request's token does not cover (401/403).
+    Returns when that token expires; None when no token was needed."""
+    if not policy.private:
+        return None
+    token = token_from(
+        headers.get("Authorization"), headers.get("Cookie"), query, policy.cookie_name
+    )
+    try:
+        return policy.subscribe(topics, token)
+    except Refusal as refusal:
+        if count:  # the front door hands a refused request to aiohttp, which counts it
+            policy.count(refusal)
+        raise api_error(refusal) from None
+
+
 @lru_cache(maxsize=4096)
 def _shared(names: tuple[str, ...]) -> frozenset[str]:
     """One set object for every stream that follows the same topics."""
@@ -84,6 +110,7 @@ def last_event_id(headers: Mapping[str, str], query: Mapping[str, str]) -> str |
 async def events(request: web.Request) -> web.StreamResponse:
     broker, settings = request.app[BROKER], request.app[SETTINGS]
     topics = topics_from_query(request.query, settings.max_topics, settings.max_topic_length)
+    authorize(request.app[POLICY], topics, request.headers, request.query)
     check_capacity(broker, settings)
     response = EventStreamResponse(headers=HEADERS)
     # A finished stream's connection is never reused: EventSource opens a new one.
