@@ -7,9 +7,12 @@ from __future__ import annotations
 import json
 import socket
 import time
+from urllib.parse import quote
 
 import jwt
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from broadcaster.auth.tokens import CLAIM
 from tests.conftest import ServerFactory, ServerProcess, read_until
@@ -120,3 +123,56 @@ def test_a_private_topic_gets_only_what_is_published_to_it(server: ServerProcess
                 read_until(pub, b"}")
         got = read_until(sock, b"for user.42.inbox", timeout=5)
     assert b"user.43" not in got
+
+
+def post_publish(server: ServerProcess, topic: str, authorization: str | None) -> int:
+    body = json.dumps({"topic": topic, "data": "x"}).encode()
+    header = b"" if authorization is None else f"Authorization: {authorization}\r\n".encode()
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall(
+            b"POST /publish HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n%b"
+            b"Content-Length: %d\r\n\r\n%b" % (header, len(body), body)
+        )
+        return status_and_body(read_until(sock, b"}"))[0]
+
+
+def test_a_publish_claim_allows_publishing_to_what_it_covers(
+    server_process: ServerFactory,
+) -> None:
+    server = server_process(
+        "--tick-interval", "3600", "--publish-token", "the-old-token",
+        env={"BROADCASTER_JWT_SECRET": SECRET},
+    )  # fmt: skip
+    writer = token([], ["chat.*"])
+    assert post_publish(server, "chat.1", f"Bearer {writer}") == 200
+    assert post_publish(server, "news", f"Bearer {writer}") == 403
+    assert post_publish(server, "chat.1", f"Bearer {token(['chat.*'])}") == 403
+    assert post_publish(server, "chat.1", f"Bearer {token([], ['chat.*'], ttl=-5)}") == 401
+    assert post_publish(server, "news", "Bearer the-old-token") == 200
+    assert post_publish(server, "news", "Bearer the-wrong-token") == 403
+    assert post_publish(server, "news", None) == 401
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        metrics = read_until(sock, None).decode()
+    assert 'broadcaster_events_published_total{topic="chat.1"} 1.0' in metrics
+    assert 'broadcaster_events_published_total{topic="news"} 1.0' in metrics
+    assert 'broadcaster_auth_refusals_total{reason="not_covered"} 2.0' in metrics
+
+
+TOKEN_TEXT = st.text(
+    st.characters(min_codepoint=0x21, max_codepoint=0x2FF), min_size=1, max_size=200
+) | st.builds(lambda t: t[: len(t) // 2], st.just(token(["user.*"])))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(value=TOKEN_TEXT, door=st.sampled_from(DOORS), where=st.sampled_from(["query", "header"]))
+def test_fuzzed_tokens_are_refused_with_401(
+    server: ServerProcess, value: str, door: str, where: str
+) -> None:
+    if where == "query":
+        raw = request(f"topic=user.1&access_token={quote(value, safe='')}")
+    else:
+        raw = request("topic=user.1", f"Authorization: Bearer {value}\r\n")
+    status, body, _ = refused(server, door, raw)
+    assert status in (400, 401), body
+    assert body["status"] == status
