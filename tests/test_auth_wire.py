@@ -176,3 +176,18 @@ def test_fuzzed_tokens_are_refused_with_401(
     status, body, _ = refused(server, door, raw)
     assert status in (400, 401), body
     assert body["status"] == status
+
+
+@pytest.mark.parametrize("door", DOORS)
+def test_a_stream_ends_with_reauth_when_its_token_expires(server: ServerProcess, door: str) -> None:
+    short = token(["user.7"], ttl=2)
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        if door == "aiohttp":
+            sock.sendall(HEALTH)
+            read_until(sock, b"}")
+        sock.sendall(request("topic=user.7&topic=ticker", f"Authorization: Bearer {short}\r\n"))
+        data = read_until(sock, None, timeout=10)  # until the server closes
+    assert data.startswith(b"HTTP/1.1 200 OK")
+    assert b'event: reauth\ndata: {"reason": "token expired"}\n\n' in data
+    assert data.endswith(b"0\r\n\r\n")
+    assert "stream ended: token expired" in server.log()

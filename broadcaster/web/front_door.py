@@ -60,6 +60,7 @@ class StreamRequest:
     last_id: str | None
     origin: str | None
     path_qs: str
+    expires: float | None
 
 
 class FrontDoor:
@@ -92,13 +93,15 @@ class FrontDoor:
             topics = stream.topics_from_query(
                 message.url.query, settings.max_topics, settings.max_topic_length
             )
-            stream.authorize(self.policy, topics, message.headers, message.url.query, count=False)
+            expires = stream.authorize(
+                self.policy, topics, message.headers, message.url.query, count=False
+            )
             stream.check_capacity(self.broker, settings)
         except ApiError:
             return None
         last_id = stream.last_event_id(message.headers, message.url.query)
         origin = message.headers.get("Origin")
-        return StreamRequest(topics, last_id, origin, message.path)
+        return StreamRequest(topics, last_id, origin, message.path, expires)
 
     def expect_head(
         self, protocol: asyncio.Protocol, transport: asyncio.Transport, deadline: float
@@ -280,6 +283,7 @@ class StreamProtocol(asyncio.Protocol):
         # `resume_writing`; `_backlog` schedules a drain for any other backlog.
         transport.set_write_buffer_limits(high=HIGH_WATER)
         self._sub = door.broker.subscribe(request.topics, transport, self._backlog).__enter__()
+        stream.reauth_at(self._sub, request.expires)
         door.moved(self, door.streams)
         head = door.heads.render(request.origin)
         if request.last_id is None:

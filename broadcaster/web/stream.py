@@ -41,6 +41,7 @@ HEADERS = {
 }
 RETRY_AFTER_SECONDS = "5"
 SHUTDOWN_DATA = sse.encode(json.dumps({"reason": "server shutting down"}), event="shutdown")
+REAUTH = Frame.of(sse.encode(json.dumps({"reason": "token expired"}), event="reauth"))
 # Newer than any id a backend issues. Every backend answers a replay after an id
 # it has not reached with a resync naming its newest id, which is how a stream
 # with a malformed Last-Event-ID learns the id its resync must carry.
@@ -110,7 +111,7 @@ def last_event_id(headers: Mapping[str, str], query: Mapping[str, str]) -> str |
 async def events(request: web.Request) -> web.StreamResponse:
     broker, settings = request.app[BROKER], request.app[SETTINGS]
     topics = topics_from_query(request.query, settings.max_topics, settings.max_topic_length)
-    authorize(request.app[POLICY], topics, request.headers, request.query)
+    expires = authorize(request.app[POLICY], topics, request.headers, request.query)
     check_capacity(broker, settings)
     response = EventStreamResponse(headers=HEADERS)
     # A finished stream's connection is never reused: EventSource opens a new one.
@@ -123,6 +124,7 @@ async def events(request: web.Request) -> web.StreamResponse:
     started = asyncio.get_running_loop().time()
     ending = "client disconnected"
     with broker.subscribe(topics, request.transport) as sub:
+        reauth_at(sub, expires)
         try:
             await response.prepare(request)
             first, after = await opening(
@@ -138,10 +140,19 @@ async def events(request: web.Request) -> web.StreamResponse:
     return response
 
 
+def reauth_at(sub: Subscription, expires: float | None) -> None:
+    """A stream that needed a token ends when the token does, with `event: reauth`:
+    the client fetches a new token and reconnects with Last-Event-ID."""
+    if expires is not None:
+        sub.end_at(expires, REAUTH)
+
+
 def log_end(
     remote: str | None, method: str, path_qs: str, elapsed: float, sub: Subscription, ending: str
 ) -> None:
-    note = "stream ended: " + ("evicted" if sub.evicted else ending)
+    note = "stream ended: " + (
+        "evicted" if sub.evicted else "token expired" if sub.expired else ending
+    )
     log_access(log, (remote, method, path_qs), 200, None, elapsed, note)
 
 
