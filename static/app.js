@@ -249,6 +249,12 @@ function receive(msg) {
 async function main() {
   const port = await connectHub();
   port.onmessage = (e) => receive(e.data);
+  const token = new URLSearchParams(location.search).get("access_token");
+  if (token) {
+    // Out of the address bar, the history and later Referer headers at once.
+    history.replaceState(null, "", location.pathname);
+    port.postMessage({ kind: "token", token });
+  }
   const topicsForm = $("topics-form");
   sendTopics = () => port.postMessage({
     kind: "topics",
