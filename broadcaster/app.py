@@ -45,7 +45,7 @@ def create_app(settings: Settings, backend: Backend | None = None) -> web.Applic
     app[BROKER] = broker
     app[METRICS] = metrics
     app[POLICY] = policy
-    app[JOBS] = Jobs(broker, settings.data_dir)
+    app[JOBS] = Jobs(broker, settings.data_dir, lambda topic: bool(policy.needs_token([topic])))
     app[STOPPING] = asyncio.Event()
     app.cleanup_ctx.append(_background_tasks)
     app.on_shutdown.append(_end_streams)

@@ -157,7 +157,8 @@ function showJob(state) {
     $("job-list").prepend(box);
   }
   box.dataset.status = state.status;
-  box.querySelector(".job-name").textContent = state.filename;
+  // Announcements on a public "jobs" topic carry no file name.
+  box.querySelector(".job-name").textContent = state.filename ?? "(file name private)";
   box.querySelector("progress").value = state.status === "done" ? 100 : state.percent;
   box.querySelector(".job-text").textContent = describeJob(state);
   keepFewFinished();
@@ -212,7 +213,8 @@ function saveCleared() {
 
 function watchedJobTopics() {
   return [...jobs.values()]
-    .filter((s) => s.status === "queued" || s.status === "running")
+    // Another uploader's private job would get the whole stream refused (403).
+    .filter((s) => (s.status === "queued" || s.status === "running") && !s.private)
     .slice(0, 20)
     .map((s) => s.topic);
 }
