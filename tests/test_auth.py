@@ -250,3 +250,14 @@ def test_secrets_stay_out_of_the_settings_repr() -> None:
     settings = parse_settings(["--jwt-secret", SECRET, "--publish-token", "pt"], {})
     assert SECRET not in repr(settings)
     assert "pt'" not in repr(settings)
+
+
+def test_a_remembered_token_still_expires(monkeypatch: pytest.MonkeyPatch) -> None:
+    verifier = Verifier.from_secret(SECRET)
+    token = sign(claims(["a"]))
+    assert verifier.verify(token).subscribe.covers("a")
+    expiry = float(jwt.decode(token, options={"verify_signature": False})["exp"])
+    monkeypatch.setattr(time, "time", lambda: expiry + 1)
+    with pytest.raises(Refusal) as caught:
+        verifier.verify(token)
+    assert caught.value.reason == "expired"

@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,9 @@ from broadcaster.auth.patterns import InvalidPattern, Patterns
 CLAIM = "broadcaster"
 MAX_TOKEN_LENGTH = 4096  # what browsers keep in one cookie
 MIN_SECRET_BYTES = 32  # RFC 7518 section 3.2, for HS256
+CACHED_TOKENS = 4096
+"""Verified tokens remembered, so that a user's tabs and reconnects skip PyJWT
+(tens of µs each); bounded, so memory is too (a few MB at most)."""
 
 REASONS = (
     "missing", "too_large", "malformed", "bad_algorithm", "bad_signature", "expired",
@@ -91,6 +95,9 @@ class Verifier:
         self._audience = audience
         self._issuer = issuer
         self._jwt = jwt.PyJWT({"require": ["exp"]})
+        # Refusals are not cached (lru_cache keeps no exceptions); expiry is
+        # checked on every use, since a cached grant outlives nothing else.
+        self._verified = lru_cache(maxsize=CACHED_TOKENS)(self._decode)
 
     @classmethod
     def from_secret(
@@ -109,6 +116,12 @@ class Verifier:
         """The grant `token` carries, or a `Refusal` (401) saying what is wrong."""
         if len(token) > MAX_TOKEN_LENGTH:
             raise invalid("too_large", f"the token is longer than {MAX_TOKEN_LENGTH} characters")
+        grant = self._verified(token)
+        if grant.expires <= time.time():
+            raise _refusal(jwt.ExpiredSignatureError())
+        return grant
+
+    def _decode(self, token: str) -> Grant:
         try:
             claims = self._jwt.decode(
                 token, self._key, algorithms=self._algorithms,
