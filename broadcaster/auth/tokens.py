@@ -154,9 +154,15 @@ def grant(claims: Mapping[str, Any]) -> Grant:
 
 def _patterns(claim: Mapping[str, Any], name: str) -> Patterns:
     listed = claim.get(name, [])
-    if not isinstance(listed, list):
+    if not isinstance(listed, list) or not all(isinstance(p, str) for p in listed):
         raise InvalidPattern(f"{name!r} is not a list of topic patterns")
-    return Patterns.parse(listed)
+    return _parsed(tuple(listed))
+
+
+@lru_cache(maxsize=1024)
+def _parsed(patterns: tuple[str, ...]) -> Patterns:
+    """Many tokens carry the same lists (every token of one user, or one role)."""
+    return Patterns.parse(patterns)
 
 
 def check_secret(secret: str) -> bytes:
