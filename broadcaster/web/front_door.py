@@ -10,12 +10,13 @@ a subscription, with no task, request or response object behind it (see
 docs/PERFORMANCE.md).
 
 Only the plain success case is served here: a complete `GET /events` HTTP/1.1
-head in the first read, with nothing after it, valid topics and room under
-`--max-clients`. Anything else (another path or method, HTTP/1.0, a body, a
-request split across reads, bad topics, the client limit, a keep-alive
-connection's later requests) goes to aiohttp with the bytes read so far, and
-aiohttp answers exactly as it would have, errors included. The aiohttp handler
-in `stream.py` stays the reference, and both share their parts with it.
+head in the first read, with nothing after it, valid topics (private ones with
+a covering token) and room under `--max-clients`. Anything else (another path
+or method, HTTP/1.0, a body, a request split across reads, bad topics, a
+refused token, the client limit, a keep-alive connection's later requests) goes
+to aiohttp with the bytes read so far, and aiohttp answers exactly as it would
+have, errors included. The aiohttp handler in `stream.py` stays the reference,
+and both share their parts with it.
 """
 
 from __future__ import annotations
