@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import gc
 import json
 import time
+import types
 from pathlib import Path
 
 import jwt
@@ -18,8 +21,11 @@ from broadcaster.auth.carriers import token_from
 from broadcaster.auth.patterns import InvalidPattern, Patterns
 from broadcaster.auth.policy import Policy
 from broadcaster.auth.tokens import CLAIM, MAX_TOKEN_LENGTH, REASONS, Refusal, Verifier, mint
+from broadcaster.backends.memory import MemoryBackend
+from broadcaster.broker import END, Broker, Subscription
 from broadcaster.config import SettingsError, parse_settings
 from broadcaster.logs import scrub
+from broadcaster.web.stream import REAUTH
 
 SECRET = "s3cret-" + "x" * 40
 OTHER_SECRET = "other-" + "y" * 40
@@ -261,3 +267,26 @@ def test_a_remembered_token_still_expires(monkeypatch: pytest.MonkeyPatch) -> No
     with pytest.raises(Refusal) as caught:
         verifier.verify(token)
     assert caught.value.reason == "expired"
+
+
+def held_by_a_timer(sub: Subscription) -> bool:
+    """Whether a scheduled callback (the bound `_expire`) still refers to `sub`."""
+    return any(isinstance(r, types.MethodType) for r in gc.get_referrers(sub))
+
+
+async def test_a_stream_that_ends_before_its_token_frees_its_timer() -> None:
+    broker = Broker(MemoryBackend(10), queue_size=8)
+    with broker.subscribe({"user.1"}) as sub:
+        sub.end_at(time.time() + 3600, REAUTH)
+        assert held_by_a_timer(sub)
+    # Cancelled: the loop's timer no longer holds the subscription for an hour.
+    assert not held_by_a_timer(sub)
+
+
+async def test_at_its_token_expiry_a_stream_gets_reauth_then_its_end() -> None:
+    broker = Broker(MemoryBackend(10), queue_size=8)
+    with broker.subscribe({"user.1"}) as sub:
+        sub.end_at(time.time(), REAUTH)
+        await asyncio.wait_for(sub.backlog_created(), 5)
+        assert sub.take_all() == [REAUTH, END]
+        assert sub.expired

@@ -22,7 +22,7 @@ from broadcaster.web.keys import BROKER, POLICY, SETTINGS
 JSON = "application/json"
 FORM = "application/x-www-form-urlencoded"
 MAX_EVENT_TYPE_LENGTH = 64
-RESERVED_EVENT_TYPES = frozenset({"resync", "shutdown"})
+RESERVED_EVENT_TYPES = frozenset({"resync", "shutdown", "reauth"})
 FIELDS = frozenset({"topic", "event", "data"})
 
 
