@@ -202,7 +202,11 @@ def test_publish_needs_a_covering_publish_claim() -> None:
         ("Basic h", "broadcaster_token=c", {"access_token": "q"}, "c"),
         (None, "a=1; broadcaster_token=c; b=2", {}, "c"),
         (None, "other_token=c", {"access_token": "q"}, "q"),
-        (None, 'broadcaster_token="unterminated', {}, None),
+        (None, 'a={"x": 1}; broadcaster_token=c', {}, "c"),
+        (None, "a=b c; broadcaster_token=c; other=d", {}, "c"),
+        (None, 'broadcaster_token="c"', {}, "c"),
+        (None, "xbroadcaster_token=c; broadcaster_token_2=d", {}, None),
+        (None, "broadcaster_token=", {"access_token": "q"}, "q"),
         ("Bearer ", "", {}, None),
     ],
 )

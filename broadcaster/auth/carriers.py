@@ -8,7 +8,6 @@ the query parameter, which the access log scrubs: see `broadcaster.logs`).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from http.cookies import CookieError, SimpleCookie
 
 QUERY_PARAMETER = "access_token"
 DEFAULT_COOKIE = "broadcaster_token"
@@ -23,16 +22,20 @@ def bearer(authorization: str | None) -> str | None:
 
 
 def cookie(header: str | None, name: str) -> str | None:
-    """The value of cookie `name` in a `Cookie` header value."""
+    """The value of cookie `name` in a `Cookie` header value.
+
+    Split as browsers send it (RFC 6265 section 5.4: `name=value` pairs joined
+    by "; "), not with `http.cookies.SimpleCookie`, which stops at the first
+    value it dislikes (JSON, a space): another cookie on the same site would
+    hide the token.
+    """
     if not header or name not in header:
         return None
-    jar: SimpleCookie = SimpleCookie()
-    try:
-        jar.load(header)
-    except CookieError:
-        return None
-    morsel = jar.get(name)
-    return morsel.value or None if morsel is not None else None
+    for pair in header.split(";"):
+        key, equals, value = pair.strip().partition("=")
+        if equals and key.strip() == name:
+            return value.strip().strip('"') or None
+    return None
 
 
 def token_from(
