@@ -45,7 +45,14 @@ async def test_a_private_job_topic_is_followed_with_the_token_its_upload_answer_
             events = await stream.until(lambda e: e.event == "done", timeout=30)
         assert json.loads(events[-1].data)["filename"] == "salaries.csv"
         async with session.get(f"{server.url}/jobs") as listed:
+            assert (await listed.json())["jobs"] == []
+        async with session.get(f"{server.url}/jobs", headers=headers) as listed:
             assert [job["private"] for job in (await listed.json())["jobs"]] == [True]
+        async with session.get(server.url + answer["status_url"]) as status:
+            assert status.status == 401
+            assert "salaries" not in await status.text()
+        async with session.get(server.url + answer["status_url"], headers=headers) as status:
+            assert (await status.json())["filename"] == "salaries.csv"
 
 
 async def test_public_jobs_get_no_token_and_announce_no_file_name(

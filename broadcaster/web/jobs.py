@@ -11,9 +11,11 @@ from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from broadcaster import data_dir
-from broadcaster.auth.tokens import mint
+from broadcaster.auth.carriers import token_from
+from broadcaster.auth.tokens import Refusal, mint
 from broadcaster.config import Settings
 from broadcaster.jobs import Job
+from broadcaster.web.authorization import api_error
 from broadcaster.web.errors import ApiError
 from broadcaster.web.keys import JOBS, POLICY, SETTINGS
 
@@ -126,11 +128,33 @@ async def get_job(request: web.Request) -> web.Response:
     job = request.app[JOBS].get(request.match_info["id"])
     if job is None:
         raise ApiError(404, f"no job {request.match_info['id'][:64]!r}")
+    refusal = may_follow(request, job)
+    if refusal is not None:
+        request.app[POLICY].count(refusal)
+        raise api_error(refusal)
     return web.json_response(shown(request, job))
 
 
 async def list_jobs(request: web.Request) -> web.Response:
-    return web.json_response({"jobs": [shown(request, job) for job in request.app[JOBS].all()]})
+    jobs = [job for job in request.app[JOBS].all() if may_follow(request, job) is None]
+    return web.json_response({"jobs": [shown(request, job) for job in jobs]})
+
+
+def may_follow(request: web.Request, job: Job) -> Refusal | None:
+    """A private job's state is shown to those who may follow its topic, and
+    only them; the refusal they would get, otherwise."""
+    policy = request.app[POLICY]
+    if not policy.needs_token([job.topic]):
+        return None
+    headers = request.headers
+    token = token_from(
+        headers.get("Authorization"), headers.get("Cookie"), request.query, policy.cookie_name
+    )
+    try:
+        policy.subscribe(frozenset({job.topic}), token)
+    except Refusal as refusal:
+        return refusal
+    return None
 
 
 def shown(request: web.Request, job: Job) -> dict[str, Any]:
