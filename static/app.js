@@ -139,7 +139,28 @@ function isNewer(state, known) {
   return state.status !== "queued" && state.rows_done >= known.rows_done;
 }
 
-function showJob(state) {
+// A private job's topic needs its own token, which the hub's one stream cannot
+// carry beside the page's own: the uploader polls its state with that token.
+async function followPrivateJob({ status_url: url, token }) {
+  const headers = { Authorization: "Bearer " + token };
+  for (;;) {
+    let state;
+    try {
+      const resp = await fetch(url, { headers, cache: "no-store" });
+      if (!resp.ok) return;
+      state = await resp.json();
+    } catch {
+      return;
+    }
+    showJob(state, true);
+    if (isFinished(state)) return;
+    await new Promise((resolve) => setTimeout(resolve, 500));
+  }
+}
+
+function showJob(state, ours = false) {
+  // Someone else's private job: announced, but not this page's to show.
+  if (state.private && !ours && !jobs.has(state.id)) return;
   if (cleared.has(state.id) || !isNewer(state, jobs.get(state.id))) return;
   jobs.set(state.id, state);
   let box = document.getElementById("job-" + state.id);
@@ -222,7 +243,7 @@ function watchedJobTopics() {
 async function loadJobs() {
   try {
     const answer = await (await fetch("/jobs")).json();
-    answer.jobs.forEach(showJob);
+    answer.jobs.forEach((state) => showJob(state, true)); // only jobs this page may see
   } catch {
     /* the list is a convenience; live events still arrive */
   }
@@ -232,7 +253,10 @@ async function loadJobs() {
 async function upload(form) {
   const body = new FormData();
   body.append("file", form.file.files[0]);
-  await submit("/jobs", { method: "POST", body }, $("upload-result"), (answer) => "job " + answer.id);
+  await submit("/jobs", { method: "POST", body }, $("upload-result"), (answer) => {
+    if (answer.token) followPrivateJob(answer);
+    return "job " + answer.id;
+  });
 }
 
 function receive(msg) {

@@ -429,3 +429,32 @@ async def test_a_page_given_a_token_in_its_url_sends_it_and_drops_it_from_the_ur
         await expect(page.locator("#state")).to_have_text("live")
         mine = await publish(session, server.url, "for user 3", "user.3.inbox")
     await expect(page.locator(f'#events li[data-id="{mine}"] .data')).to_have_text("for user 3")
+
+
+async def test_a_private_job_shows_in_the_uploaders_tab_only(
+    context: BrowserContext, server_process: ServerFactory, tmp_path: Path
+) -> None:
+    server = server_process(
+        "--tick-interval", "3600", "--heartbeat-interval", "3600", "--data-dir",
+        str(tmp_path / "data"), "--private-topics", "job.*",
+        env={"BROADCASTER_JWT_SECRET": PAGE_SECRET},
+    )  # fmt: skip
+    other, uploader = await open_tabs(context, server.url, 2)
+    # Separate pages, separate people: the other has a context of its own.
+    stranger = await context.browser.new_context()  # type: ignore[union-attr]
+    (theirs,) = await open_tabs(stranger, server.url, 1)
+    form = uploader.locator("#upload-form")
+    await form.locator("input[type=file]").set_input_files(
+        {"name": "salaries.csv", "mimeType": "text/csv", "buffer": b"id,pay\n1,100\n"}
+    )
+    await form.locator("button").click()
+    job = uploader.locator("#jobs .job")
+    await expect(job).to_have_attribute("data-status", "done", timeout=30_000)
+    await expect(job.locator(".job-name")).to_have_text("salaries.csv")
+    async with aiohttp.ClientSession() as session:
+        marker = await publish(session, server.url, "after the job")
+    await expect(theirs.locator(f'#events li[data-id="{marker}"]')).to_have_count(1)
+    assert await theirs.locator("#jobs .job").count() == 0
+    await expect(theirs.locator("#state")).to_have_text("live")
+    await expect(other.locator("#state")).to_have_text("live")
+    await stranger.close()
