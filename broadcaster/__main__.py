@@ -1,4 +1,5 @@
-"""Command line: `broadcaster [options]` serves; `publish` and `listen` are clients."""
+"""Command line: `broadcaster [options]` serves; `publish` and `listen` are clients,
+`token` mints a development token."""
 
 from __future__ import annotations
 
@@ -35,7 +36,8 @@ def _unknown_command(word: str) -> str:
     close = difflib.get_close_matches(word, client.COMMANDS, n=1)
     if close:
         return f"unknown command {word!r}; did you mean {close[0]!r}?"
-    return f"unknown command {word!r}; the commands are {' and '.join(client.COMMANDS)}"
+    *others, last = client.COMMANDS
+    return f"unknown command {word!r}; the commands are {', '.join(others)} and {last}"
 
 
 def _server_parser() -> argparse.ArgumentParser:
@@ -44,7 +46,8 @@ def _server_parser() -> argparse.ArgumentParser:
         prog="broadcaster",
         usage=usage,
         description="Serve Server-Sent Events to browsers: a fan-out pub/sub server.",
-        epilog="Clients: 'broadcaster publish --help' and 'broadcaster listen --help'.",
+        epilog="Clients: 'broadcaster publish --help', 'broadcaster listen --help'; "
+        "'broadcaster token --help' mints a development token.",
     )
     add_arguments(parser)
     return parser

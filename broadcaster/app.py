@@ -8,6 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
+from broadcaster.auth.policy import policy_for
 from broadcaster.broker import Backend, Broker, open_store
 from broadcaster.config import Settings
 from broadcaster.events import Frame
@@ -18,7 +19,7 @@ from broadcaster.stream_core import SHUTDOWN_DATA
 from broadcaster.ticker import run_ticker
 from broadcaster.web import cors, jobs, long, pages, publish, status, stream
 from broadcaster.web.errors import json_error_body
-from broadcaster.web.keys import BROKER, JOBS, METRICS, SETTINGS, STOPPING
+from broadcaster.web.keys import BROKER, JOBS, METRICS, POLICY, SETTINGS, STOPPING
 
 SHUTDOWN = Frame.of(SHUTDOWN_DATA)
 
@@ -32,6 +33,8 @@ def create_app(settings: Settings, backend: Backend | None = None) -> web.Applic
     )
     broker.stats.label = metrics_label
     metrics.watch(broker)
+    policy = policy_for(settings)
+    metrics.watch_refusals(policy.refusals)
 
     app = web.Application()
     app.on_response_prepare.append(json_error_body)
@@ -40,7 +43,8 @@ def create_app(settings: Settings, backend: Backend | None = None) -> web.Applic
     app[SETTINGS] = settings
     app[BROKER] = broker
     app[METRICS] = metrics
-    app[JOBS] = Jobs(broker, settings.data_dir)
+    app[POLICY] = policy
+    app[JOBS] = Jobs(broker, settings.data_dir, lambda topic: bool(policy.needs_token([topic])))
     app[STOPPING] = asyncio.Event()
     app.cleanup_ctx.append(_background_tasks)
     app.on_shutdown.append(_end_streams)

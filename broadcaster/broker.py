@@ -64,8 +64,8 @@ class Subscription:
     """
 
     __slots__ = (
-        "_broker", "_on_backlog", "_queue", "_queue_size", "_sink", "_transport", "_waiter",
-        "evicted", "topics",
+        "_broker", "_deadline", "_on_backlog", "_queue", "_queue_size", "_sink", "_transport",
+        "_waiter", "evicted", "expired", "topics",
     )  # fmt: skip
 
     def __init__(
@@ -77,7 +77,8 @@ class Subscription:
         on_backlog: Callable[[], None] | None = None,
     ) -> None:
         self.topics = topics
-        self.evicted = False
+        self.evicted = self.expired = False
+        self._deadline: asyncio.TimerHandle | None = None
         self._broker = broker
         self._queue: asyncio.Queue[Frame] | None = None
         self._queue_size = queue_size
@@ -93,6 +94,10 @@ class Subscription:
 
     def close(self) -> None:
         """Unregister; closing twice, or after an eviction, is harmless."""
+        if self._deadline is not None:
+            # The timer holds this subscription: free it now, not at the deadline.
+            self._deadline.cancel()
+            self._deadline = None
         self._broker._remove(self)
 
     def __enter__(self) -> Subscription:
@@ -100,6 +105,18 @@ class Subscription:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+    def end_at(self, when: float, final: Frame) -> None:
+        """End the stream at epoch time `when` (a token's expiry): `final`, then END."""
+        loop = asyncio.get_running_loop()
+        delay = max(0.0, when - time.time())
+        self._deadline = loop.call_at(loop.time() + delay, self._expire, final)
+
+    def _expire(self, final: Frame) -> None:
+        self._deadline = None
+        self.expired = True
+        if not (self.offer(final) and self.end()):
+            self._broker._evict(self)
 
     @property
     def queue(self) -> asyncio.Queue[Frame] | None:

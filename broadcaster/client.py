@@ -1,4 +1,5 @@
-"""`broadcaster publish` and `broadcaster listen`: command-line clients of a server.
+"""`broadcaster publish` and `broadcaster listen`: command-line clients of a server;
+`broadcaster token` mints a development JWT for them.
 
 Anything that goes wrong is one line on stderr, `broadcaster <command>: <what is
 wrong>`, and exit status 1; a mistake in the command line itself is argparse's
@@ -21,13 +22,17 @@ from collections.abc import Mapping, Sequence
 import aiohttp
 from yarl import URL
 
+from broadcaster.auth.patterns import InvalidPattern
+from broadcaster.auth.tokens import UnusableKey, mint
 from broadcaster.sse_parser import ServerEvent, SSEParser
 
-COMMANDS = ("publish", "listen")
+COMMANDS = ("publish", "listen", "token")
 DEFAULT_URL = "http://127.0.0.1:8000"
 URL_ENV = "BROADCASTER_URL"
 TOKEN_ENV = "BROADCASTER_PUBLISH_TOKEN"
 TOKEN_HINT = f"pass --token or set {TOKEN_ENV}"
+LISTEN_TOKEN_ENV = "BROADCASTER_TOKEN"
+SECRET_ENV = "BROADCASTER_JWT_SECRET"
 MAX_BACKOFF_SECONDS = 30.0
 PUBLISH_TIMEOUT = aiohttp.ClientTimeout(total=60, sock_connect=10)
 # A stream may be quiet for as long as the server likes; only connecting is bounded.
@@ -42,11 +47,14 @@ def main(argv: Sequence[str]) -> int:
     parser, commands = _parsers()
     args = parser.parse_args(argv)
     try:
+        if args.command == "token":
+            return print_token(args)
         url = server_url(*_url_source(commands[args.command], args, os.environ))
+        args.token = clean_token(args.token)
         if args.command == "publish":
             data = _stdin_text() if args.data == "-" else args.data
             return asyncio.run(publish(url, args.topic, data, args.event, args.token))
-        return asyncio.run(listen(url, args.topic, as_json=args.json))
+        return asyncio.run(listen(url, args.topic, as_json=args.json, token=args.token))
     except Failure as failure:
         print(f"broadcaster {args.command}: {failure}", file=sys.stderr)
         return 1
@@ -84,14 +92,57 @@ def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentPars
     lis = subparsers.add_parser(
         "listen",
         help="print events as they arrive, reconnecting",
-        usage="%(prog)s [--topic T ...] [--json] [--url URL]",
+        usage="%(prog)s [--topic T ...] [--json] [--url URL] [--token TOKEN]",
     )
     lis.add_argument("--topic", action="append", help="topic to follow; repeat for several")
     lis.add_argument("--json", action="store_true", help="one JSON object per event")
     lis.add_argument("--url", help=url_help)
+    lis.add_argument(
+        "--token",
+        default=os.environ.get(LISTEN_TOKEN_ENV),
+        help=f"JWT for private topics, sent as a bearer token (env {LISTEN_TOKEN_ENV})",
+    )
     # The URL used to be positional; old scripts keep working.
     lis.add_argument("old_url", nargs="?", metavar="URL", help=argparse.SUPPRESS)
-    return parser, {"publish": pub, "listen": lis}
+    tok = subparsers.add_parser(
+        "token",
+        help="mint a development JWT signed with --jwt-secret",
+        usage="%(prog)s [--sub-topic P ...] [--pub-topic P ...] [--ttl SECONDS] [--jwt-secret S]",
+    )
+    tok.add_argument("--sub-topic", action="append", default=[], help="pattern it may follow")
+    tok.add_argument("--pub-topic", action="append", default=[], help="pattern it may publish to")
+    tok.add_argument("--ttl", type=float, default=3600.0, help="seconds it lasts (default 3600)")
+    tok.add_argument("--audience", help="its aud claim, for a server with --jwt-audience")
+    tok.add_argument("--issuer", help="its iss claim, for a server with --jwt-issuer")
+    tok.add_argument(
+        "--jwt-secret", default=os.environ.get(SECRET_ENV), help=f"HS256 secret (env {SECRET_ENV})"
+    )
+    return parser, {"publish": pub, "listen": lis, "token": tok}
+
+
+def clean_token(token: str | None) -> str | None:
+    """A token pasted with its newline is fine; one that could not be a header value is not."""
+    token = (token or "").strip()
+    if any(c.isspace() or not c.isprintable() for c in token):
+        raise Failure("--token holds spaces or control characters: it is not a token")
+    return token or None
+
+
+def print_token(args: argparse.Namespace) -> int:
+    if not args.jwt_secret:
+        raise Failure(f"no secret to sign with: pass --jwt-secret or set {SECRET_ENV}")
+    if not args.sub_topic and not args.pub_topic:
+        raise Failure("the token would allow nothing: give --sub-topic or --pub-topic")
+    if not 0 < args.ttl <= 366 * 86400:
+        raise Failure(f"--ttl {args.ttl:g} is outside 0..{366 * 86400} seconds")
+    try:
+        token = mint(
+            args.jwt_secret, args.sub_topic, args.pub_topic, args.ttl, args.audience, args.issuer
+        )
+    except (InvalidPattern, UnusableKey) as error:
+        raise Failure(str(error)) from None
+    print(token)
+    return 0
 
 
 def _url_source(
@@ -163,6 +214,8 @@ async def publish(url: URL, topic: str, data: str, event: str | None, token: str
 
 
 def _refusal(status: int, message: str, sent_token: bool) -> str:
+    if status == 401 and sent_token:
+        return f"server answered 401: {message}"
     if status == 401:
         # The server's own words are about the Authorization header, for HTTP users.
         return f"server answered 401: a publish token is required; {TOKEN_HINT}"
@@ -217,7 +270,9 @@ def _os_reason(error: OSError) -> str:
     return str(error) or type(error).__name__
 
 
-async def listen(url: URL, topics: list[str] | None, *, as_json: bool) -> int:
+async def listen(
+    url: URL, topics: list[str] | None, *, as_json: bool, token: str | None = None
+) -> int:
     """Follow the stream until the server refuses it for good; on every drop,
     reconnect with Last-Event-ID."""
     target = _endpoint(url, "/events")
@@ -229,7 +284,7 @@ async def listen(url: URL, topics: list[str] | None, *, as_json: bool) -> int:
         while True:
             retry_after = None
             try:
-                retry_after = await _follow(session, target, parser, backoff, as_json)
+                retry_after = await _follow(session, target, parser, backoff, as_json, token)
             except (aiohttp.ClientError, TimeoutError) as error:
                 _note("listen", describe(error, target))
             delay = backoff.next(parser.retry, retry_after)
@@ -244,10 +299,13 @@ async def _follow(
     parser: SSEParser,
     backoff: Backoff,
     as_json: bool,
+    token: str | None = None,
 ) -> float | None:
     """One connection, printing its events; returns the server's Retry-After,
     or raises Failure if retrying cannot help."""
     headers = {"Last-Event-ID": parser.last_id} if parser.last_id else {}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
     async with session.get(target, headers=headers) as resp:
         where = target.with_query(None)
         if resp.status != 200:

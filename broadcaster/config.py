@@ -10,9 +10,13 @@ import argparse
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from broadcaster.auth.carriers import DEFAULT_COOKIE
+from broadcaster.auth.patterns import InvalidPattern, Patterns
+from broadcaster.auth.tokens import UnusableKey, check_secret, load_public_key
 
 ENV_PREFIX = "BROADCASTER_"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -32,7 +36,7 @@ class Settings:
     max_topics: int = 32
     max_topic_length: int = 64
     max_event_bytes: int = 64 * 1024
-    publish_token: str | None = None
+    publish_token: str | None = field(default=None, repr=False)
     log_level: str = "INFO"
     log_format: str = "text"
     shutdown_timeout: float = 1.0
@@ -42,6 +46,12 @@ class Settings:
     max_upload_bytes: int = 256 * 1024 * 1024
     redis_url: str | None = None
     cors_origins: tuple[str, ...] = ()
+    private_topics: tuple[str, ...] = ()
+    jwt_secret: str | None = field(default=None, repr=False)
+    jwt_public_key: Path | None = None
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
+    token_cookie: str = DEFAULT_COOKIE
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +113,41 @@ def _redis_url(text: str) -> str | None:
     return text
 
 
+def _patterns(text: str) -> tuple[str, ...]:
+    patterns = tuple(p.strip() for p in text.split(",") if p.strip())
+    try:
+        Patterns.parse(patterns)
+    except InvalidPattern as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return patterns
+
+
+def _secret(text: str) -> str | None:
+    try:
+        return check_secret(text).decode() if text else None
+    except UnusableKey as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _public_key(text: str) -> Path | None:
+    if not text:
+        return None
+    try:
+        load_public_key(Path(text))
+    except UnusableKey as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return Path(text)
+
+
+_COOKIE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+def _cookie_name(text: str) -> str:
+    if not _COOKIE_NAME.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a cookie name (A-Z a-z 0-9 _ . -)")
+    return text
+
+
 OPTIONS: tuple[Option, ...] = (
     Option("host", str, "interface to bind; 0.0.0.0 exposes the server to the network"),
     Option("port", _bounded(int, 0, 65535), "TCP port (0 picks a free one)"),
@@ -133,6 +178,16 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_upload_bytes", _bounded(int, 1, 2**40), "largest POST /jobs upload"),
     Option("redis_url", _redis_url, "redis://host:port/db: share events across instances"),
     Option("cors_origins", _origins, "comma-separated origins allowed by CORS; unset: none"),
+    Option(
+        "private_topics",
+        _patterns,
+        "comma-separated topic patterns (job.*,user.*) that need a token to subscribe",
+    ),
+    Option("jwt_secret", _secret, "HS256 secret (32+ bytes) that signs tokens; prefer the env var"),
+    Option("jwt_public_key", _public_key, "PEM file of the RS256 or ES256 key that signs tokens"),
+    Option("jwt_audience", _token, "when set, tokens must carry this aud"),
+    Option("jwt_issuer", _token, "when set, tokens must carry this iss"),
+    Option("token_cookie", _cookie_name, "cookie a browser sends its token in"),
 )
 
 
@@ -172,7 +227,18 @@ def from_namespace(args: argparse.Namespace, environ: Mapping[str, str]) -> Sett
             values[option.name] = given
         elif env_name(option) in environ:
             values[option.name] = _from_env(option, environ[env_name(option)])
-    return Settings(**values)
+    return check_consistent(Settings(**values))
+
+
+def check_consistent(settings: Settings) -> Settings:
+    """Settings that only make sense together."""
+    if settings.jwt_secret is not None and settings.jwt_public_key is not None:
+        raise SettingsError("--jwt-secret and --jwt-public-key: set one, not both")
+    if settings.private_topics and settings.jwt_secret is None and settings.jwt_public_key is None:
+        raise SettingsError(
+            "--private-topics needs a key to verify tokens: set --jwt-secret or --jwt-public-key"
+        )
+    return settings
 
 
 def _from_env(option: Option, text: str) -> Any:

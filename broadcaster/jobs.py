@@ -18,7 +18,7 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,8 +98,14 @@ class Job:
 
 
 class Jobs:
-    def __init__(self, broker: Broker, directory: Path) -> None:
+    def __init__(
+        self, broker: Broker, directory: Path, is_private: Callable[[str], bool] = lambda _: False
+    ) -> None:
+        """`is_private(topic)`: whether subscribing to `topic` needs a token. The
+        announcement names the file only when the announcement topic itself is
+        private, and says whether the job's own topic is."""
         self._broker = broker
+        self._is_private = is_private
         self._data_dir = directory
         self._database = directory / "broadcaster.db"
         self._jobs: dict[str, Job] = {}
@@ -129,7 +135,7 @@ class Jobs:
         job = Job(job_id, filename, upload)
         self._jobs[job.id] = job
         self._forget_old()
-        job.origin_id = await self._publish_to(ANNOUNCE_TOPIC, "created", job)
+        job.origin_id = await self._publish_to(ANNOUNCE_TOPIC, "created", job, self._announced)
         await self._publish(job, "created")
         self._track(self._run(job))
         log.info("Job %s queued: %s", job.id, filename)
@@ -199,12 +205,24 @@ class Jobs:
     async def _publish(self, job: Job, event_type: str) -> None:
         await self._publish_to(job.topic, event_type, job)
 
-    async def _publish_to(self, topic: str, event_type: str, job: Job) -> str | None:
+    def _announced(self, job: Job) -> dict[str, Any]:
+        state = job.state() | {"private": self._is_private(job.topic)}
+        if not self._is_private(ANNOUNCE_TOPIC):
+            del state["filename"]  # every visitor may read the announcements
+        return state
+
+    async def _publish_to(
+        self,
+        topic: str,
+        event_type: str,
+        job: Job,
+        shown: Callable[[Job], dict[str, Any]] = Job.state,
+    ) -> str | None:
         """The new event's id, or None if the backend could not take it."""
         # One publish at a time per job, so that its events keep their order.
         async with job.lock:
             try:
-                event = await self._broker.publish(topic, json.dumps(job.state()), event_type)
+                event = await self._broker.publish(topic, json.dumps(shown(job)), event_type)
             except BackendUnavailable as error:
                 log.warning("Job %s: %s event not published: %s", job.id, event_type, error)
                 return None

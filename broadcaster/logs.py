@@ -6,6 +6,7 @@ import json
 import logging
 import sys
 from datetime import UTC, datetime
+from urllib.parse import unquote_plus
 
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.http_exceptions import HttpProcessingError
@@ -62,6 +63,23 @@ def access_level(path: str, status: int) -> int:
     return logging.INFO
 
 
+SCRUBBED_PARAMETERS = frozenset({"access_token"})
+"""Query parameters that carry secrets (`auth.carriers`): never written to a log."""
+
+
+def scrub(path_qs: str) -> str:
+    """`path_qs` with the value of every secret query parameter replaced by `***`."""
+    path, mark, query = path_qs.partition("?")
+    if not mark or "token" not in unquote_plus(query).lower():
+        return path_qs
+    parts = query.split("&")
+    for index, part in enumerate(parts):
+        name, equals, _ = part.partition("=")
+        if equals and unquote_plus(name) in SCRUBBED_PARAMETERS:
+            parts[index] = f"{name}{equals}***"
+    return f"{path}?{'&'.join(parts)}"
+
+
 def log_access(
     logger: logging.Logger,
     request: tuple[str | None, str, str],
@@ -80,7 +98,7 @@ def log_access(
             '%s "%s %s" %d %s %.3fs%s',
             remote or "-",
             method,
-            path_qs,
+            scrub(path_qs),
             status,
             "-" if size is None else size,
             elapsed,

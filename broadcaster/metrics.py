@@ -3,7 +3,7 @@ fan-out path pays for nothing but one histogram observation per publish."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -42,6 +42,25 @@ class Metrics:
 
     def watch(self, broker: Broker) -> None:
         self.registry.register(BrokerCollector(broker))
+
+    def watch_refusals(self, refusals: Mapping[str, int]) -> None:
+        """Token refusals by reason: the keys are a closed set (`auth.tokens.REASONS`)."""
+        self.registry.register(RefusalCollector(refusals))
+
+
+class RefusalCollector(Collector):
+    def __init__(self, refusals: Mapping[str, int]) -> None:
+        self._refusals = refusals
+
+    def collect(self) -> Iterable[Metric]:
+        counter = CounterMetricFamily(
+            "broadcaster_auth_refusals",
+            "Requests refused for their token, by reason",
+            labels=["reason"],
+        )
+        for reason, count in self._refusals.items():
+            counter.add_metric([reason], count)
+        yield counter
 
 
 class BrokerCollector(Collector):

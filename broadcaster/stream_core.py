@@ -22,6 +22,9 @@ from functools import lru_cache
 from multidict import MultiMapping
 
 from broadcaster import sse
+from broadcaster.auth import tokens
+from broadcaster.auth.carriers import token_from
+from broadcaster.auth.policy import Policy
 from broadcaster.broker import END, Broker, Sink, Subscription
 from broadcaster.config import Settings
 from broadcaster.events import EventId, Frame
@@ -39,6 +42,7 @@ CONTENT_HEADERS: Headers = (
 )
 RETRY_AFTER_SECONDS = "5"
 SHUTDOWN_DATA = sse.encode(json.dumps({"reason": "server shutting down"}), event="shutdown")
+REAUTH = Frame.of(sse.encode(json.dumps({"reason": "token expired"}), event="reauth"))
 # Newer than any id a backend issues. Every backend answers a replay after an id
 # it has not reached with a resync naming its newest id, which is how a stream
 # with a malformed Last-Event-ID learns the id its resync must carry.
@@ -66,25 +70,56 @@ class StreamRequest:
     headers: Headers
     """The answer's headers, CORS included; the door adds only its framing
     (Transfer-Encoding, Date, Server, Connection), as aiohttp's writer does."""
+    expires: float | None = None
+    """When the token that admitted it expires (epoch seconds); None if none was needed."""
 
 
 def admit(
-    broker: Broker, settings: Settings, query: MultiMapping[str], headers: Mapping[str, str]
+    broker: Broker,
+    settings: Settings,
+    policy: Policy,
+    query: MultiMapping[str],
+    headers: Mapping[str, str],
+    *,
+    count: bool = True,
 ) -> StreamRequest:
     """The one check every stream request passes, whichever door it came in by;
     raises `Refusal` saying what is wrong.
 
-    A further check on who may follow these topics (from `headers`, cookies
-    included, or `query`) belongs between the topic check and the capacity
-    check, raising `Refusal` with 401 or 403.
+    `count` says whether a token refusal is counted in the metrics: the front
+    door hands a refused request to aiohttp's handler, which counts it.
     """
     topics = topics_from_query(query, settings.max_topics, settings.max_topic_length)
+    expires = authorize(policy, topics, headers, query, count)
     check_capacity(broker, settings)
     return StreamRequest(
         topics,
         last_event_id(headers, query),
         response_headers(headers.get("Origin"), settings.cors_origins),
+        expires,
     )
+
+
+def authorize(
+    policy: Policy,
+    topics: frozenset[str],
+    headers: Mapping[str, str],
+    query: Mapping[str, str],
+    count: bool,
+) -> float | None:
+    """Refuse private topics the request's token does not cover (401/403).
+    Returns when that token expires; None when no token was needed."""
+    if not policy.private:
+        return None
+    token = token_from(
+        headers.get("Authorization"), headers.get("Cookie"), query, policy.cookie_name
+    )
+    try:
+        return policy.subscribe(topics, token)
+    except tokens.Refusal as refusal:
+        if count:
+            policy.count(refusal)
+        raise Refusal(refusal.status, refusal.message, tokens.challenge(refusal)) from None
 
 
 def topics_from_query(query: MultiMapping[str], max_topics: int, max_length: int) -> frozenset[str]:
@@ -228,6 +263,10 @@ class Stream:
         self._started = asyncio.get_running_loop().time()
         self._remote, self._path_qs = where
         self.sub = broker.subscribe(request.topics, transport, on_backlog).open()
+        if request.expires is not None:
+            # A stream that needed a token ends when the token does, with `event:
+            # reauth`: the client gets a new token and resumes with Last-Event-ID.
+            self.sub.end_at(request.expires, REAUTH)
         return self.sub
 
     async def opening(self, broker: Broker, retry_ms: int, request: StreamRequest) -> bytes:
@@ -255,5 +294,6 @@ class Stream:
             return
         sub.close()
         elapsed = asyncio.get_running_loop().time() - self._started
-        note = "stream ended: " + ("evicted" if sub.evicted else self.ending)
+        ending = "evicted" if sub.evicted else "token expired" if sub.expired else self.ending
+        note = "stream ended: " + ending
         log_access(log, (self._remote, "GET", self._path_qs), 200, None, elapsed, note)

@@ -139,7 +139,28 @@ function isNewer(state, known) {
   return state.status !== "queued" && state.rows_done >= known.rows_done;
 }
 
-function showJob(state) {
+// A private job's topic needs its own token, which the hub's one stream cannot
+// carry beside the page's own: the uploader polls its state with that token.
+async function followPrivateJob({ status_url: url, token }) {
+  const headers = { Authorization: "Bearer " + token };
+  for (;;) {
+    let state;
+    try {
+      const resp = await fetch(url, { headers, cache: "no-store" });
+      if (!resp.ok) return;
+      state = await resp.json();
+    } catch {
+      return;
+    }
+    showJob(state, true);
+    if (isFinished(state)) return;
+    await new Promise((resolve) => setTimeout(resolve, 500));
+  }
+}
+
+function showJob(state, ours = false) {
+  // Someone else's private job: announced, but not this page's to show.
+  if (state.private && !ours && !jobs.has(state.id)) return;
   if (cleared.has(state.id) || !isNewer(state, jobs.get(state.id))) return;
   jobs.set(state.id, state);
   let box = document.getElementById("job-" + state.id);
@@ -157,7 +178,8 @@ function showJob(state) {
     $("job-list").prepend(box);
   }
   box.dataset.status = state.status;
-  box.querySelector(".job-name").textContent = state.filename;
+  // Announcements on a public "jobs" topic carry no file name.
+  box.querySelector(".job-name").textContent = state.filename ?? "(file name private)";
   box.querySelector("progress").value = state.status === "done" ? 100 : state.percent;
   box.querySelector(".job-text").textContent = describeJob(state);
   keepFewFinished();
@@ -212,7 +234,8 @@ function saveCleared() {
 
 function watchedJobTopics() {
   return [...jobs.values()]
-    .filter((s) => s.status === "queued" || s.status === "running")
+    // Another uploader's private job would get the whole stream refused (403).
+    .filter((s) => (s.status === "queued" || s.status === "running") && !s.private)
     .slice(0, 20)
     .map((s) => s.topic);
 }
@@ -220,7 +243,7 @@ function watchedJobTopics() {
 async function loadJobs() {
   try {
     const answer = await (await fetch("/jobs")).json();
-    answer.jobs.forEach(showJob);
+    answer.jobs.forEach((state) => showJob(state, true)); // only jobs this page may see
   } catch {
     /* the list is a convenience; live events still arrive */
   }
@@ -230,7 +253,10 @@ async function loadJobs() {
 async function upload(form) {
   const body = new FormData();
   body.append("file", form.file.files[0]);
-  await submit("/jobs", { method: "POST", body }, $("upload-result"), (answer) => "job " + answer.id);
+  await submit("/jobs", { method: "POST", body }, $("upload-result"), (answer) => {
+    if (answer.token) followPrivateJob(answer);
+    return "job " + answer.id;
+  });
 }
 
 function receive(msg) {
@@ -249,6 +275,12 @@ function receive(msg) {
 async function main() {
   const port = await connectHub();
   port.onmessage = (e) => receive(e.data);
+  const token = new URLSearchParams(location.search).get("access_token");
+  if (token) {
+    // Out of the address bar, the history and later Referer headers at once.
+    history.replaceState(null, "", location.pathname);
+    port.postMessage({ kind: "token", token });
+  }
   const topicsForm = $("topics-form");
   sendTopics = () => port.postMessage({
     kind: "topics",

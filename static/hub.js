@@ -54,6 +54,7 @@ class Hub {
     this.controller = null; // the stream being opened or read
     this.timer = null; // the next attempt, while waiting
     this.key = ""; // the topics of the current stream
+    this.token = ""; // a JWT for private topics, when a page was given one
     this.clients = null;
     this.clientsTimer = null;
     // Back on the network: no need to sit out the rest of a backoff.
@@ -87,6 +88,10 @@ class Hub {
       if (msg.visible) this.refreshClients();
     } else if (msg.kind === "retry-now") {
       this.retryNow();
+    } else if (msg.kind === "token") {
+      // Sent as a header; a cookie token needs nothing here, fetch sends it.
+      this.token = msg.token;
+      this.connect();
     }
   }
 
@@ -131,6 +136,7 @@ class Hub {
     const url = "/events?" + new URLSearchParams(topics.map((t) => ["topic", t]));
     const headers = { Accept: "text/event-stream" };
     if (this.lastEventId) headers["Last-Event-ID"] = this.lastEventId;
+    if (this.token) headers.Authorization = "Bearer " + this.token;
     let response;
     try {
       response = await fetch(url, { headers, signal, cache: "no-store" });

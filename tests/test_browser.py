@@ -5,10 +5,12 @@ from __future__ import annotations
 import random
 import re
 import shutil
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
+import jwt
 import pytest
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
 
@@ -372,3 +374,87 @@ async def test_the_page_parser_agrees_with_the_reference_parser_on_random_stream
     parsed = await page.evaluate(RUN_PAGE_PARSER, streams)
     for pieces, got in zip(streams, parsed, strict=True):
         assert got == reference_parse(pieces), pieces
+
+
+PAGE_SECRET = "page-secret-" + "p" * 40
+
+
+def user_token(user: int) -> str:
+    claims = {"exp": int(time.time() + 600), "broadcaster": {"subscribe": [f"user.{user}.*"]}}
+    return jwt.encode(claims, PAGE_SECRET, algorithm="HS256")
+
+
+@pytest.fixture
+def private_server(server_process: ServerFactory) -> ServerProcess:
+    return server_process(
+        "--tick-interval", "3600", "--heartbeat-interval", "3600", "--private-topics", "user.*",
+        env={"BROADCASTER_JWT_SECRET": PAGE_SECRET},
+    )  # fmt: skip
+
+
+async def test_a_cookie_token_gets_its_own_private_topic_and_not_another_users(
+    context: BrowserContext, private_server: ServerProcess
+) -> None:
+    server = private_server
+    await context.add_cookies(
+        [{"name": "broadcaster_token", "value": user_token(1), "url": server.url,
+          "httpOnly": True, "sameSite": "Strict"}]
+    )  # fmt: skip
+    (page,) = await open_tabs(context, server.url, 1)
+    async with aiohttp.ClientSession() as session:
+        await follow(page, session, server.url, "user.1.inbox")
+        await expect(page.locator("#state")).to_have_text("live")
+        theirs = await publish(session, server.url, "for user 2", "user.2.inbox")
+        mine = await publish(session, server.url, "for user 1", "user.1.inbox")
+        await expect(page.locator(f'#events li[data-id="{mine}"] .data')).to_have_text("for user 1")
+        assert theirs not in await shown_ids(page)
+    form = page.locator("#topics-form")
+    await form.locator("input[name=topics]").fill("user.2.inbox")
+    await form.locator("button").click()
+    await expect(page.locator("#state-detail")).to_contain_text(
+        "the token does not allow subscribing to 'user.2.inbox' (403)"
+    )
+
+
+async def test_a_page_given_a_token_in_its_url_sends_it_and_drops_it_from_the_url(
+    context: BrowserContext, private_server: ServerProcess
+) -> None:
+    server = private_server
+    page = await context.new_page()
+    await page.goto(f"{server.url}/?access_token={user_token(3)}")
+    await expect(page.locator("#state")).to_have_text("live", timeout=10_000)
+    assert "access_token" not in page.url
+    async with aiohttp.ClientSession() as session:
+        await follow(page, session, server.url, "user.3.inbox")
+        await expect(page.locator("#state")).to_have_text("live")
+        mine = await publish(session, server.url, "for user 3", "user.3.inbox")
+    await expect(page.locator(f'#events li[data-id="{mine}"] .data')).to_have_text("for user 3")
+
+
+async def test_a_private_job_shows_in_the_uploaders_tab_only(
+    context: BrowserContext, server_process: ServerFactory, tmp_path: Path
+) -> None:
+    server = server_process(
+        "--tick-interval", "3600", "--heartbeat-interval", "3600", "--data-dir",
+        str(tmp_path / "data"), "--private-topics", "job.*",
+        env={"BROADCASTER_JWT_SECRET": PAGE_SECRET},
+    )  # fmt: skip
+    other, uploader = await open_tabs(context, server.url, 2)
+    # Separate pages, separate people: the other has a context of its own.
+    stranger = await context.browser.new_context()  # type: ignore[union-attr]
+    (theirs,) = await open_tabs(stranger, server.url, 1)
+    form = uploader.locator("#upload-form")
+    await form.locator("input[type=file]").set_input_files(
+        {"name": "salaries.csv", "mimeType": "text/csv", "buffer": b"id,pay\n1,100\n"}
+    )
+    await form.locator("button").click()
+    job = uploader.locator("#jobs .job")
+    await expect(job).to_have_attribute("data-status", "done", timeout=30_000)
+    await expect(job.locator(".job-name")).to_have_text("salaries.csv")
+    async with aiohttp.ClientSession() as session:
+        marker = await publish(session, server.url, "after the job")
+    await expect(theirs.locator(f'#events li[data-id="{marker}"]')).to_have_count(1)
+    assert await theirs.locator("#jobs .job").count() == 0
+    await expect(theirs.locator("#state")).to_have_text("live")
+    await expect(other.locator("#state")).to_have_text("live")
+    await stranger.close()

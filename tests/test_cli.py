@@ -23,11 +23,14 @@ URL_ENV = "BROADCASTER_URL"
 TOKEN_ENV = "BROADCASTER_PUBLISH_TOKEN"
 TOKEN_HINT = f"pass --token or set {TOKEN_ENV}"
 LINE_TIMEOUT = 15.0
+SECRET_ENV = "BROADCASTER_JWT_SECRET"
+SECRET = "cli-secret-" + "k" * 40
 
 
 def client_env(extra: dict[str, str] | None) -> dict[str, str]:
     """This process's environment without the variables the clients read, plus `extra`."""
-    scrubbed = {k: v for k, v in os.environ.items() if k not in (URL_ENV, TOKEN_ENV)}
+    read = (URL_ENV, TOKEN_ENV, "BROADCASTER_TOKEN", SECRET_ENV)
+    scrubbed = {k: v for k, v in os.environ.items() if k not in read}
     return scrubbed | (extra or {})
 
 
@@ -332,7 +335,9 @@ async def test_help_lists_the_commands_and_shows_unset_defaults() -> None:
     assert out.startswith(
         "usage: broadcaster [options]\n"
         "       broadcaster publish --topic T [--event E] [--url URL] [--token TOKEN] DATA\n"
-        "       broadcaster listen [--topic T ...] [--json] [--url URL]\n"
+        "       broadcaster listen [--topic T ...] [--json] [--url URL] [--token TOKEN]\n"
+        "       broadcaster token [--sub-topic P ...] [--pub-topic P ...] [--ttl SECONDS]"
+        " [--jwt-secret S]\n"
     )
     words = " ".join(out.split())
     assert "None" not in words
@@ -345,7 +350,7 @@ async def test_help_lists_the_commands_and_shows_unset_defaults() -> None:
     [
         ("pubish", "unknown command 'pubish'; did you mean 'publish'?"),
         ("lsiten", "unknown command 'lsiten'; did you mean 'listen'?"),
-        ("serve", "unknown command 'serve'; the commands are publish and listen"),
+        ("serve", "unknown command 'serve'; the commands are publish, listen and token"),
     ],
 )
 async def test_a_mistyped_command_gets_a_suggestion(word: str, says: str) -> None:
@@ -417,3 +422,61 @@ async def test_listen_ends_quietly_when_its_reader_leaves(server_process: Server
 def _first_line_then_leave(fd: int) -> bytes:
     with open(fd, "rb") as reader:
         return reader.readline()
+
+
+async def test_minted_tokens_let_listen_and_publish_use_private_topics(
+    server_process: ServerFactory,
+) -> None:
+    server = server_process(*QUIET, "--private-topics", "user.*", env={SECRET_ENV: SECRET})
+    code, reader, err = await cli("token", "--sub-topic", "user.1.*", env={SECRET_ENV: SECRET})
+    assert (code, err) == (0, "")
+    code, writer, err = await cli(
+        "token", "--pub-topic", "user.1.*", "--ttl", "60", "--jwt-secret", SECRET
+    )
+    assert (code, err) == (0, "")
+    async with listening("--url", server.url, "--topic", "user.1.inbox", "--json",
+                         "--token", reader.strip()) as listener:  # fmt: skip
+        await _wait_subscribed(server.url)
+        code, _, err = await cli(
+            "publish",
+            "--url",
+            server.url,
+            "--topic",
+            "user.1.inbox",
+            "--token",
+            writer.strip(),
+            "hi",
+        )
+        assert (code, err) == (0, "")
+        assert (await listener.json())["data"] == "hi"
+    code, _, err = await cli("listen", "--url", server.url, "--topic", "user.2", "--token", reader)
+    assert (code, err) == (
+        1,
+        f"broadcaster listen: {server.url}/events answered 403: "
+        "the token does not allow subscribing to 'user.2'\n",
+    )
+    code, _, err = await cli(
+        "publish", "--url", server.url, "--topic", "user.1.x", "--token", writer.strip() + "x", "hi"
+    )
+    assert (code, err) == (
+        1,
+        "broadcaster publish: server answered 401: the token's signature does not verify\n",
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--sub-topic", "a"], "no secret to sign with: pass --jwt-secret or set " + SECRET_ENV),
+        (["--jwt-secret", "short", "--sub-topic", "a"], "at least 32 bytes"),
+        (["--jwt-secret", SECRET], "the token would allow nothing"),
+        (["--jwt-secret", SECRET, "--sub-topic", "a*b"], "invalid topic pattern 'a*b'"),
+        (["--jwt-secret", SECRET, "--sub-topic", "a", "--ttl", "-1"], "--ttl -1 is outside"),
+    ],
+)
+async def test_token_errors_are_one_line(args: list[str], says: str) -> None:
+    code, out, err = await cli("token", *args)
+    assert (code, out) == (1, "")
+    assert err.startswith("broadcaster token: ")
+    assert says in err
+    assert err.count("\n") == 1

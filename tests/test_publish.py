@@ -99,6 +99,7 @@ BAD = [
     (400, '{"topic":"t","data":"x","event":"a\\nb"}', AUTH | JSON, "must not contain CR, LF"),
     (400, '{"topic":"t","data":"x","event":"a\\rb"}', AUTH | JSON, "must not contain CR, LF"),
     (400, '{"topic":"t","data":"x","event":"shutdown"}', AUTH | JSON, "reserved"),
+    (400, '{"topic":"t","data":"x","event":"reauth"}', AUTH | JSON, "reserved"),
     (400, '{"topic":"t","data":"x","event":""}', AUTH | JSON, "1 to 64 characters"),
     (400, '{"topic":"t","data":"\\ud800"}', AUTH | JSON, "lone surrogate"),
     (400, '{"topic":"t","data":"x","colour":"red"}', AUTH | JSON, "unknown field(s): colour"),

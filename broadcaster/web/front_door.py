@@ -45,7 +45,7 @@ from broadcaster.events import Frame
 from broadcaster.origins import Headers
 from broadcaster.stream_core import Refusal, Stream, StreamRequest
 from broadcaster.web.connection import LIMITS
-from broadcaster.web.keys import BROKER, SETTINGS
+from broadcaster.web.keys import BROKER, POLICY, SETTINGS
 
 PREFIX = b"GET /events"
 HEAD_END = b"\r\n\r\n"
@@ -59,6 +59,7 @@ class FrontDoor:
     def __init__(self, app: web.Application, aiohttp_protocol: Callable[[], asyncio.Protocol]):
         self.broker: Broker = app[BROKER]
         self.settings: Settings = app[SETTINGS]
+        self.policy = app[POLICY]
         self.hand_off_to = aiohttp_protocol
         self.sniffing: set[StreamProtocol] = set()
         self.streams: set[StreamProtocol] = set()
@@ -80,7 +81,12 @@ class FrontDoor:
             return None
         try:
             request = stream_core.admit(
-                self.broker, self.settings, message.url.query, message.headers
+                self.broker,
+                self.settings,
+                self.policy,
+                message.url.query,
+                message.headers,
+                count=False,
             )
         except Refusal:
             return None  # aiohttp's handler refuses it, in the same words

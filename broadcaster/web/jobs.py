@@ -5,17 +5,24 @@ from __future__ import annotations
 import contextlib
 import logging
 from pathlib import Path
+from typing import Any
 
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from broadcaster import data_dir
+from broadcaster.auth.carriers import token_from
+from broadcaster.auth.tokens import Refusal, mint
+from broadcaster.config import Settings
+from broadcaster.jobs import Job
+from broadcaster.web.authorization import api_error
 from broadcaster.web.errors import ApiError
-from broadcaster.web.keys import JOBS, SETTINGS
+from broadcaster.web.keys import JOBS, POLICY, SETTINGS
 
 FIELD = "file"
 _HOW = f"send it as a file in a field named {FIELD!r} (curl -F {FIELD}=@sales.csv)"
 CHUNK = 256 * 1024
+JOB_TOKEN_TTL = 24 * 3600  # an import of the largest upload ends well within it
 
 log = logging.getLogger("broadcaster.jobs")
 
@@ -49,7 +56,22 @@ async def create_job(request: web.Request) -> web.Response:
         # Replays the job's events from its first, however late the client is.
         events_url += f"&lastEventId={job.origin_id}"
     body = {"id": job.id, "status_url": status_url, "events_url": events_url, "topic": job.topic}
+    if request.app[POLICY].needs_token([job.topic]):
+        body |= job_token(request.app[SETTINGS], job.topic)
     return web.json_response(body, status=202, headers={"Location": status_url})
+
+
+def job_token(settings: Settings, topic: str) -> dict[str, str]:
+    """A token for the uploader to follow its private job topic; only a server
+    holding the HS256 secret can mint one (with a public key, the uploader's own
+    token must cover the topic)."""
+    if settings.jwt_secret is None:
+        return {}
+    token = mint(
+        settings.jwt_secret, [topic], ttl=JOB_TOKEN_TTL,
+        audience=settings.jwt_audience, issuer=settings.jwt_issuer,
+    )  # fmt: skip
+    return {"token": token}
 
 
 class Budget:
@@ -114,8 +136,36 @@ async def get_job(request: web.Request) -> web.Response:
     job = request.app[JOBS].get(request.match_info["id"])
     if job is None:
         raise ApiError(404, f"no job {request.match_info['id'][:64]!r}")
-    return web.json_response(job.state())
+    refusal = may_follow(request, job)
+    if refusal is not None:
+        request.app[POLICY].count(refusal)
+        raise api_error(refusal)
+    return web.json_response(shown(request, job))
 
 
 async def list_jobs(request: web.Request) -> web.Response:
-    return web.json_response({"jobs": [job.state() for job in request.app[JOBS].all()]})
+    jobs = [job for job in request.app[JOBS].all() if may_follow(request, job) is None]
+    return web.json_response({"jobs": [shown(request, job) for job in jobs]})
+
+
+def may_follow(request: web.Request, job: Job) -> Refusal | None:
+    """A private job's state is shown to those who may follow its topic, and
+    only them; the refusal they would get, otherwise."""
+    policy = request.app[POLICY]
+    if not policy.needs_token([job.topic]):
+        return None
+    headers = request.headers
+    token = token_from(
+        headers.get("Authorization"), headers.get("Cookie"), request.query, policy.cookie_name
+    )
+    try:
+        policy.subscribe(frozenset({job.topic}), token)
+    except Refusal as refusal:
+        return refusal
+    return None
+
+
+def shown(request: web.Request, job: Job) -> dict[str, Any]:
+    """A job's state, saying whether its topic needs a token: a page follows
+    only the jobs it may."""
+    return job.state() | {"private": bool(request.app[POLICY].needs_token([job.topic]))}

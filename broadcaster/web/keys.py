@@ -6,6 +6,7 @@ import asyncio
 
 from aiohttp import web
 
+from broadcaster.auth.policy import Policy
 from broadcaster.broker import Broker
 from broadcaster.config import Settings
 from broadcaster.jobs import Jobs
@@ -15,6 +16,7 @@ SETTINGS = web.AppKey("settings", Settings)
 BROKER = web.AppKey("broker", Broker)
 METRICS = web.AppKey("metrics", Metrics)
 JOBS = web.AppKey("jobs", Jobs)
+POLICY = web.AppKey("policy", Policy)
 STOPPING = web.AppKey("stopping", asyncio.Event)
 """Set when the server starts shutting down: streams that are not the broker's
 (`/long`) end on it."""

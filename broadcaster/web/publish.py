@@ -6,20 +6,23 @@ import hmac
 import ipaddress
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import parse_qs
 
 from aiohttp import web
 
+from broadcaster.auth.policy import Policy
+from broadcaster.auth.tokens import Grant, Refusal
 from broadcaster.broker import BackendUnavailable
 from broadcaster.topics import InvalidTopic, check_topic
+from broadcaster.web.authorization import api_error
 from broadcaster.web.errors import ApiError
-from broadcaster.web.keys import BROKER, SETTINGS
+from broadcaster.web.keys import BROKER, POLICY, SETTINGS
 
 JSON = "application/json"
 FORM = "application/x-www-form-urlencoded"
 MAX_EVENT_TYPE_LENGTH = 64
-RESERVED_EVENT_TYPES = frozenset({"resync", "shutdown"})
+RESERVED_EVENT_TYPES = frozenset({"resync", "shutdown", "reauth"})
 FIELDS = frozenset({"topic", "event", "data"})
 
 
@@ -31,10 +34,17 @@ class PublishRequest:
 
 
 async def publish(request: web.Request) -> web.Response:
-    settings = request.app[SETTINGS]
-    authorize(request, settings.publish_token)
+    settings, policy = request.app[SETTINGS], request.app[POLICY]
+    grant = authorize(request, settings.publish_token, policy)
     body = await read_limited(request, settings.max_event_bytes)
     message = parse_message(parse_fields(request.content_type, body), settings.max_topic_length)
+    if grant is not None and not grant.publish.covers(message.topic):
+        refuse(
+            policy,
+            Refusal(
+                403, "not_covered", f"the token does not allow publishing to {message.topic!r}"
+            ),
+        )
     try:
         event = await request.app[BROKER].publish(message.topic, message.data, message.event)
     except BackendUnavailable as error:
@@ -42,23 +52,41 @@ async def publish(request: web.Request) -> web.Response:
     return web.json_response({"id": str(event.id), "topic": event.topic, "event": event.type})
 
 
-def authorize(request: web.Request, token: str | None) -> None:
-    if token is None:
+def authorize(request: web.Request, token: str | None, policy: Policy) -> Grant | None:
+    """None when the request may publish to any topic (the publish token, or
+    loopback when no credentials are configured); the grant of its JWT, whose
+    publish claim must then cover the topic; else a 401/403."""
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    given = given.strip() if scheme.lower() == "bearer" else ""
+    if token is None and (policy.verifier is None or not given):
         if not is_loopback(request.remote):
             raise ApiError(
                 403, "no publish token is configured, so only loopback clients may publish"
             )
-        return
-    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    if not given or scheme.lower() != "bearer":
+        return None
+    if not given:
         raise ApiError(
             401,
             "missing credentials: send 'Authorization: Bearer <token>'",
             {"WWW-Authenticate": 'Bearer realm="publish"'},
         )
     # Constant time, so the answer's timing does not reveal how much of the token matched.
-    if not hmac.compare_digest(given.strip().encode(), token.encode()):
+    if token is not None and hmac.compare_digest(given.encode(), token.encode()):
+        return None
+    if policy.verifier is None:
         raise ApiError(403, "wrong publish token")
+    try:
+        return policy.verify(given, "publishing needs a token")
+    except Refusal as refusal:
+        if token is not None and refusal.reason == "malformed":
+            # Not a JWT at all: most likely a mistyped publish token.
+            raise ApiError(403, "wrong publish token") from None
+        refuse(policy, refusal)
+
+
+def refuse(policy: Policy, refusal: Refusal) -> NoReturn:
+    policy.count(refusal)
+    raise api_error(refusal) from None
 
 
 def is_loopback(remote: str | None) -> bool:

@@ -13,7 +13,7 @@ from broadcaster import stream_core
 from broadcaster.broker import Subscription
 from broadcaster.stream_core import Refusal, Stream
 from broadcaster.web.errors import ApiError
-from broadcaster.web.keys import BROKER, SETTINGS
+from broadcaster.web.keys import BROKER, POLICY, SETTINGS
 
 
 class EventStreamResponse(web.StreamResponse):
@@ -27,7 +27,9 @@ async def events(request: web.Request) -> web.StreamResponse:
     """One subscriber's SSE stream, with replay by Last-Event-ID."""
     broker, settings = request.app[BROKER], request.app[SETTINGS]
     try:
-        admitted = stream_core.admit(broker, settings, request.query, request.headers)
+        admitted = stream_core.admit(
+            broker, settings, request.app[POLICY], request.query, request.headers
+        )
     except Refusal as refusal:
         raise ApiError(refusal.status, refusal.message, refusal.headers) from None
     response = EventStreamResponse(headers=admitted.headers)

@@ -1,0 +1,61 @@
+"""Topic patterns: an exact topic name, or a prefix ending in `*` (`user.42.*`).
+
+The grammar: a pattern is a topic name (see `broadcaster.topics`), optionally
+followed by a single trailing `*` that stands for any rest, empty included; a
+lone `*` covers every topic. `*` anywhere else is an error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from broadcaster.topics import InvalidTopic, check_topic
+
+WILDCARD = "*"
+MAX_PATTERN_LENGTH = 1024
+
+
+class InvalidPattern(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Patterns:
+    """A set of patterns; `covers(topic)` when any of them matches it."""
+
+    exact: frozenset[str] = frozenset()
+    prefixes: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, patterns: Iterable[str]) -> Patterns:
+        exact: set[str] = set()
+        prefixes: set[str] = set()
+        for pattern in patterns:
+            prefix, starred = _split(pattern)
+            (prefixes if starred else exact).add(prefix)
+        return cls(frozenset(exact), tuple(sorted(prefixes)))
+
+    def __bool__(self) -> bool:
+        return bool(self.exact or self.prefixes)
+
+    def covers(self, topic: str) -> bool:
+        return topic in self.exact or topic.startswith(self.prefixes)
+
+
+def _split(pattern: object) -> tuple[str, bool]:
+    if not isinstance(pattern, str):
+        raise InvalidPattern(f"a topic pattern is a string, not {type(pattern).__name__}")
+    starred = pattern.endswith(WILDCARD)
+    prefix = pattern[:-1] if starred else pattern
+    try:
+        if prefix:
+            check_topic(prefix, MAX_PATTERN_LENGTH)
+        elif not starred:
+            raise InvalidTopic("empty")
+    except InvalidTopic:
+        raise InvalidPattern(
+            f"invalid topic pattern {pattern[:80]!r}: a pattern is a topic name, "
+            f"optionally ending in a single '*'"
+        ) from None
+    return prefix, starred
