@@ -55,7 +55,7 @@ function showEvent(msg) {
   type.textContent = msg.type;
   const id = document.createElement("span");
   id.className = "id";
-  id.textContent = msg.id;
+  id.textContent = msg.idGiven === false ? "" : msg.id;
   const body = document.createElement("span");
   body.className = "data";
   body.textContent = msg.data;
@@ -76,6 +76,8 @@ function showState({ state, reason, retryAt }) {
   retry.hidden = !retryAt;
   if (state === "live" || !reason) {
     detail.textContent = "";
+  } else if (state === "stopped") {
+    detail.textContent = `not retrying: ${reason}. Change the topics (or the token) and Follow.`;
   } else if (!retryAt) {
     detail.textContent = "trying again; last time: " + reason;
   } else {

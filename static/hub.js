@@ -96,7 +96,7 @@ class Hub {
   }
 
   retryNow() {
-    if (this.timer !== null) this.connect();
+    if (this.controller === null) this.connect();
   }
 
   topics() {
@@ -145,7 +145,11 @@ class Hub {
     }
     if (!response.ok) {
       const wait = retryAfterMs(response.headers.get("Retry-After"));
-      return { reason: await refusal(response), wait };
+      // A 4xx says the request itself is wrong (a bad topic, a refused token):
+      // asking again unchanged would get the same answer, so wait for a change.
+      const fatal = response.status >= 400 && response.status < 500 &&
+        response.status !== 408 && response.status !== 429;
+      return { reason: await refusal(response), wait, stop: fatal };
     }
     const type = response.headers.get("Content-Type") || "";
     if (!type.startsWith("text/event-stream")) {
@@ -183,7 +187,11 @@ class Hub {
     return { reason: goodbye || "the server ended the stream" };
   }
 
-  retryLater({ reason, wait = null }) {
+  retryLater({ reason, wait = null, stop = false }) {
+    if (stop) {
+      this.setStatus({ state: "stopped", reason });
+      return;
+    }
     // Retry-After is the server's word; otherwise back off from its retry: hint.
     const delay = wait === null ? backoff(this.failures, this.retryMs) : wait + Math.random() * 500;
     this.failures += 1;

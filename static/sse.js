@@ -56,17 +56,24 @@ class SSEParser {
     if (value[0] === " ") value = value.slice(1);
     if (name === "data") this.data.push(value);
     else if (name === "event") this.type = value;
-    else if (name === "id" && !value.includes("\0")) this.lastEventId = value;
+    else if (name === "id" && !value.includes("\0")) {
+      this.lastEventId = value;
+      this.idGiven = true;
+    }
     else if (name === "retry" && /^[0-9]+$/.test(value)) this.onRetry(Number(value));
   }
 
   dispatch() {
     const data = this.data;
     const type = this.type;
+    const idGiven = this.idGiven === true;
     this.data = [];
     this.type = "";
+    this.idGiven = false;
     if (data.length === 0) return;
-    this.onEvent({ type: type || "message", data: data.join("\n"), id: this.lastEventId });
+    // `id` is the spec's lastEventId, which carries over; `idGiven` says whether
+    // this event named one itself (a shutdown or resync may not), for display.
+    this.onEvent({ type: type || "message", data: data.join("\n"), id: this.lastEventId, idGiven });
   }
 }
 

@@ -157,6 +157,8 @@ async def test_the_page_shows_resync_after_a_server_restart(
     await expect(page.locator("#events li")).to_have_count(1)
     server.terminate()
     await expect(page.locator("#events li.event-shutdown")).to_have_count(1)
+    # The shutdown event names no id: the page must not show the last one as its own.
+    await expect(page.locator("#events li.event-shutdown .id")).to_have_text("")
     # Down until restarted: the page says so and keeps trying.
     await expect(page.locator("#state")).to_have_text("reconnecting")
     await expect(page.locator("#state-detail")).to_contain_text("next try in")
@@ -215,6 +217,31 @@ async def test_an_event_of_any_type_on_a_followed_topic_is_shown_with_its_type(
     row = page.locator(f'#events li[data-id="{sent}"]')
     await expect(row.locator(".type")).to_have_text("shipped")
     await expect(row.locator(".data")).to_have_text("order 7 left")
+
+
+async def test_a_bad_topic_stops_the_retries_until_the_topics_change(
+    context: BrowserContext, server: ServerProcess
+) -> None:
+    """A 400 says the request is wrong: the page says why and waits for a change,
+    where retrying the same request would only get the same answer."""
+    (page,) = await open_tabs(context, server.url, 1)
+    form = page.locator("#topics-form")
+    await form.locator("input[name=topics]").fill("bad!topic")
+    await form.locator("button").click()
+    await expect(page.locator("#state")).to_have_text("stopped")
+    detail = page.locator("#state-detail")
+    await expect(detail).to_contain_text("not retrying: invalid topic 'bad!topic'")
+    await expect(detail).not_to_contain_text("next try in")
+    await expect(page.locator("#retry-now")).to_be_hidden()
+    await form.locator("input[name=topics]").fill("orders")
+    await form.locator("button").click()
+    await expect(page.locator("#state")).to_have_text("live")
+    async with aiohttp.ClientSession() as session:
+        sent = await publish(session, server.url, "line one\nline two", "orders")
+    data = page.locator(f'#events li[data-id="{sent}"] .data')
+    await expect(data).to_have_text("line one\nline two")
+    # A payload's own line breaks stay line breaks.
+    assert await data.evaluate("e => getComputedStyle(e).whiteSpace") == "pre-wrap"
 
 
 async def test_a_job_event_type_on_another_topic_is_an_ordinary_event(
