@@ -203,7 +203,8 @@ async def publish(url: URL, topic: str, data: str, event: str | None, token: str
         try:
             async with session.post(endpoint, json=body, headers=headers) as resp:
                 if resp.status != 200:
-                    raise Failure(_refusal(resp.status, await _server_error(resp), bool(token)))
+                    message = await _server_error(resp)
+                    raise Failure(_refusal(endpoint, resp.status, message, bool(token)))
                 event_id = await _event_id(resp)
         except (aiohttp.ClientError, TimeoutError) as error:
             raise Failure(describe(error, url)) from None
@@ -213,7 +214,7 @@ async def publish(url: URL, topic: str, data: str, event: str | None, token: str
     return 0
 
 
-def _refusal(status: int, message: str, sent_token: bool) -> str:
+def _refusal(endpoint: object, status: int, message: str, sent_token: bool) -> str:
     if status == 401 and sent_token:
         return f"server answered 401: {message}"
     if status == 401:
@@ -221,6 +222,8 @@ def _refusal(status: int, message: str, sent_token: bool) -> str:
         return f"server answered 401: a publish token is required; {TOKEN_HINT}"
     if status == 403 and sent_token:
         return f"server answered 403: {message}; {TOKEN_HINT}"
+    if status in (404, 405):  # the wrong place: say which place was asked
+        return f"{endpoint} answered {status}: {message}; is --url the server's address?"
     return f"server answered {status}: {message}"
 
 
@@ -262,6 +265,8 @@ def _os_reason(error: OSError) -> str:
     if isinstance(error, ssl.SSLCertVerificationError):
         return f"its TLS certificate is not trusted ({error.verify_message})"
     if isinstance(error, ssl.SSLError):
+        if error.reason == "WRONG_VERSION_NUMBER":  # a plain-HTTP server's answer to a TLS hello
+            return "it speaks plain HTTP, not TLS: use http://, not https://"
         return f"TLS failed ({error.reason})"
     if isinstance(error, socket.gaierror):
         return "no such host"
@@ -368,10 +373,10 @@ def _print(event: ServerEvent, as_json: bool) -> None:
         line = json.dumps(
             {"id": shown, "event": event.event, "data": event.data}, ensure_ascii=False
         )
-    elif shown is None:
-        line = f"{event.event}: {event.data}"
     else:
-        line = f"[{shown}] {event.event}: {event.data}"
+        # Continuation lines are indented, so "a\nb" never reads as two events.
+        data = event.data.replace("\n", "\n    ")
+        line = f"{event.event}: {data}" if shown is None else f"[{shown}] {event.event}: {data}"
     print(line, flush=True)
 
 

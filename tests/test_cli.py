@@ -130,6 +130,16 @@ async def test_publish_errors_are_one_clear_line(server_process: ServerFactory) 
         1,
         f"broadcaster publish: cannot connect to {refused}: connection refused\n",
     )
+    code, _, err = await cli("publish", "--url", f"{server.url}/foo", "--topic", "t", "x")
+    assert (code, err) == (
+        1,
+        f"broadcaster publish: {server.url}/foo answered 404: Not Found; "
+        "is --url the server's address?\n",
+    )
+    tls = server.url.replace("http://", "https://")
+    code, _, err = await cli("publish", "--url", tls, "--topic", "t", "x")
+    assert code == 1
+    assert err.endswith("it speaks plain HTTP, not TLS: use http://, not https://\n"), err
 
 
 async def test_publish_reads_the_data_from_stdin_for_a_dash(server_process: ServerFactory) -> None:
@@ -289,6 +299,9 @@ async def test_listen_shows_no_borrowed_id_on_the_shutdown_event(
         await _wait_subscribed(server.url)
         event_id = await published(server.url, "t", "one")
         assert await listener.line() == f"[{event_id}] message: one"
+        event_id = await published(server.url, "t", "two\nlines")
+        assert await listener.line() == f"[{event_id}] message: two"
+        assert await listener.line() == "    lines"
         await asyncio.to_thread(server.terminate)
         assert await listener.line() == 'shutdown: {"reason": "server shutting down"}'
 

@@ -80,7 +80,12 @@ LONG = "x" * 2000
 BAD = [
     # (status, body, headers, words in the error)
     (401, '{"topic":"t","data":"x"}', JSON, "missing credentials"),
-    (401, '{"topic":"t","data":"x"}', JSON | {"Authorization": f"Basic {TOKEN}"}, "Bearer"),
+    (
+        401,
+        '{"topic":"t","data":"x"}',
+        JSON | {"Authorization": f"Basic {TOKEN}"},
+        "'Basic' credentials are not accepted",
+    ),
     (
         403,
         '{"topic":"t","data":"x"}',

@@ -56,7 +56,8 @@ def authorize(request: web.Request, token: str | None, policy: Policy) -> Grant 
     """None when the request may publish to any topic (the publish token, or
     loopback when no credentials are configured); the grant of its JWT, whose
     publish claim must then cover the topic; else a 401/403."""
-    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    header = request.headers.get("Authorization", "")
+    scheme, _, given = header.partition(" ")
     given = given.strip() if scheme.lower() == "bearer" else ""
     if token is None and (policy.verifier is None or not given):
         if not is_loopback(request.remote):
@@ -65,9 +66,10 @@ def authorize(request: web.Request, token: str | None, policy: Policy) -> Grant 
             )
         return None
     if not given:
+        wrong = f"{scheme[:16]!r} credentials are not accepted" if header.strip() else ""
         raise ApiError(
             401,
-            "missing credentials: send 'Authorization: Bearer <token>'",
+            f"{wrong or 'missing credentials'}: send 'Authorization: Bearer <token>'",
             {"WWW-Authenticate": 'Bearer realm="publish"'},
         )
     # Constant time, so the answer's timing does not reveal how much of the token matched.
