@@ -23,6 +23,14 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     }
 
 
+def published_by_topic(metrics: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> dict[str, float]:
+    return {
+        labels[0][1]: value
+        for (name, labels), value in metrics.items()
+        if name == "broadcaster_events_published_total"
+    }
+
+
 async def test_healthz_reports_clients_topics_and_backend(aiohttp_client: Any) -> None:
     client = await aiohttp_client(create_app(QUIET))
     async with (
@@ -80,11 +88,7 @@ async def test_topics_past_the_counted_ones_share_one_label(aiohttp_client: Any)
     await broker.publish("topic-0", "again")
     async with client.get("/metrics") as response:
         metrics = samples(await response.text())
-    published = {
-        labels[0][1]: value
-        for (name, labels), value in metrics.items()
-        if name == "broadcaster_events_published_total"
-    }
+    published = published_by_topic(metrics)
     assert len(published) == MAX_COUNTED_TOPICS + 1
     assert published["topic-0"] == 2
     assert published[OTHER_TOPICS] == 5
@@ -98,9 +102,5 @@ async def test_job_topics_neither_grow_the_metrics_nor_use_up_the_cap(aiohttp_cl
     await broker.publish("orders", "after a thousand jobs")
     async with client.get("/metrics") as response:
         metrics = samples(await response.text())
-    published = {
-        labels[0][1]: value
-        for (name, labels), value in metrics.items()
-        if name == "broadcaster_events_published_total"
-    }
+    published = published_by_topic(metrics)
     assert published == {"job.*": MAX_COUNTED_TOPICS + 5, "orders": 1}
