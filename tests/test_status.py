@@ -23,7 +23,10 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     }
 
 
-def published_by_topic(metrics: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> dict[str, float]:
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def published_by_topic(metrics: Samples) -> dict[str, float]:
     return {
         labels[0][1]: value
         for (name, labels), value in metrics.items()
