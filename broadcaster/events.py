@@ -16,6 +16,7 @@ from typing import NamedTuple
 from broadcaster import sse
 
 _ID = re.compile(r"(\d{1,20})-(\d{1,20})")
+MAX_PART = 2**64 - 1
 
 
 class EventId(NamedTuple):
@@ -31,7 +32,10 @@ class EventId(NamedTuple):
         match = _ID.fullmatch(text.strip())
         if match is None:
             raise ValueError(f"malformed event id {text[:64]!r}: expected <epoch>-<seq>")
-        return cls(int(match[1]), int(match[2]))
+        epoch, seq = int(match[1]), int(match[2])
+        if epoch > MAX_PART or seq > MAX_PART:  # past what Redis stream ids hold
+            raise ValueError(f"malformed event id {text[:64]!r}: a part exceeds 2**64 - 1")
+        return cls(epoch, seq)
 
 
 @dataclass(frozen=True, slots=True)

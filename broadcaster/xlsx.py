@@ -55,7 +55,11 @@ class XlsxRows:
         try:
             # calamine loads the whole sheet before the first frame: meanwhile,
             # say every WAIT_TICK that the import is alive (and let it be cancelled).
-            while not select.select([self._frames], [], [], WAIT_TICK)[0]:
+            # poll, not select: a server holding 1,000+ connections hands the
+            # pipe a descriptor past select()'s limit of 1023.
+            waiting = select.poll()
+            waiting.register(self._frames, select.POLLIN)
+            while not waiting.poll(WAIT_TICK * 1000):
                 while_loading()
             first = self._next_frame(0)
         except BaseException:

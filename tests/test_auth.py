@@ -119,11 +119,15 @@ def test_audience_and_issuer_are_checked_when_configured() -> None:
     for token, reason in [
         (sign({**claims(["a"]), "aud": "other", "iss": "auth.example"}), "bad_audience"),
         (sign({**claims(["a"]), "aud": "app", "iss": "evil"}), "bad_issuer"),
-        (sign(claims(["a"])), "bad_claim"),
+        (sign({**claims(["a"]), "iss": "auth.example"}), "bad_audience"),
+        (sign({**claims(["a"]), "aud": "app"}), "bad_issuer"),
     ]:
         with pytest.raises(Refusal) as caught:
             verifier.verify(token)
         assert caught.value.reason == reason
+        assert "expiry" not in caught.value.message
+    with pytest.raises(Refusal, match="the token has no 'aud' claim, which is required"):
+        verifier.verify(sign({**claims(["a"]), "iss": "auth.example"}))
 
 
 @pytest.mark.parametrize("kind", ["rsa", "ec"])

@@ -17,7 +17,10 @@ def test_parse_id(text: str, parsed: EventId) -> None:
     assert str(parsed) == text.strip()
 
 
-@pytest.mark.parametrize("text", ["", "12", "a-1", "1-", "-1", "1-2-3", "1.5-2", "1" * 21 + "-1"])
+@pytest.mark.parametrize(
+    "text",
+    ["", "12", "a-1", "1-", "-1", "1-2-3", "1.5-2", "1" * 21 + "-1", "0-" + "9" * 20],
+)
 def test_malformed_id_names_the_problem(text: str) -> None:
     with pytest.raises(ValueError, match="malformed event id"):
         EventId.parse(text)

@@ -8,6 +8,7 @@ values, styled dates and times, booleans, errors.
 from __future__ import annotations
 
 import datetime
+import os
 import threading
 import zipfile
 from pathlib import Path
@@ -222,6 +223,19 @@ def test_total_is_known_before_the_first_row(typed_book: Path) -> None:
         assert rows.total == len(CELLS) + len(DIFFERENT_CELLS)
     finally:
         rows.close()
+
+
+def test_the_reader_works_beside_a_thousand_open_connections(typed_book: Path) -> None:
+    """A busy server holds thousands of sockets: the reader's pipe gets a
+    descriptor past 1023, which select() cannot watch."""
+    held = [open(os.devnull, "rb") for _ in range(1100)]  # noqa: SIM115
+    try:
+        rows = XlsxRows(typed_book, lambda: None)
+        rows.close()
+    finally:
+        for file in held:
+            file.close()
+    assert rows.total == len(CELLS) + len(DIFFERENT_CELLS)
 
 
 def test_leading_empty_columns_and_rows_are_kept(tmp_path: Path) -> None:

@@ -83,7 +83,6 @@ _FAILURES: tuple[tuple[type[Exception], str, str], ...] = (
     (jwt.InvalidIssuerError, "bad_issuer", "the token's issuer (iss) is not accepted"),
     (jwt.InvalidAlgorithmError, "bad_algorithm", "the token's algorithm (alg) is not accepted"),
     (jwt.InvalidSignatureError, "bad_signature", "the token's signature does not verify"),
-    (jwt.MissingRequiredClaimError, "bad_claim", "the token has no expiry (exp)"),
     (jwt.InvalidKeyError, "bad_algorithm", "the token's algorithm does not fit the key"),
     (jwt.InvalidTokenError, "malformed", "the token is not a well-formed JWT"),
 )
@@ -142,6 +141,9 @@ class Verifier:
 
 
 def _refusal(error: Exception) -> Refusal:
+    if isinstance(error, jwt.MissingRequiredClaimError):
+        reason = {"aud": "bad_audience", "iss": "bad_issuer"}.get(error.claim, "bad_claim")
+        return invalid(reason, f"the token has no {error.claim!r} claim, which is required")
     for kind, reason, message in _FAILURES:
         if isinstance(error, kind):
             return invalid(reason, message)

@@ -146,6 +146,8 @@ class RedisBackend:
         head_id = EventId.parse(head[0]) if head else None
         if head_id is None or last > head_id or last < self._oldest_complete(info):
             return Replay([], complete=False, head=head_id)
+        if isinstance(entries, Exception):  # an id Redis refuses in XRANGE: not one of ours
+            return Replay([], complete=False, head=head_id)
         events = (self._event(entry_id, fields) for entry_id, fields in cast(Entries, entries))
         return Replay([e for e in events if e and e.topic in topics], complete=True, head=head_id)
 

@@ -42,6 +42,7 @@ from broadcaster import stream_core
 from broadcaster.broker import HIGH_WATER, Broker
 from broadcaster.config import Settings
 from broadcaster.events import Frame
+from broadcaster.logs import scrub
 from broadcaster.origins import Headers
 from broadcaster.stream_core import Refusal, Stream, StreamRequest
 from broadcaster.web.connection import LIMITS
@@ -283,7 +284,7 @@ class StreamProtocol(Stream, asyncio.Protocol):
             opening = await self.opening(door.broker, door.settings.retry_ms, request)
         except Exception:
             # Nothing is written yet: the client sees a dropped connection and retries.
-            stream_core.log.exception("Replay for %s failed", path_qs)
+            stream_core.log.exception("Replay for %s failed", scrub(path_qs))
             self.abort_connection()
             return
         self._open(head + Frame.of(opening).chunk)
