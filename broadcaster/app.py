@@ -13,7 +13,7 @@ from broadcaster.broker import Backend, Broker, open_store
 from broadcaster.config import Settings
 from broadcaster.events import Frame
 from broadcaster.heartbeat import run_heartbeat
-from broadcaster.jobs import Jobs, metrics_label
+from broadcaster.jobs import Jobs, is_job_topic, metrics_label
 from broadcaster.metrics import Metrics
 from broadcaster.stream_core import SHUTDOWN_DATA
 from broadcaster.ticker import run_ticker
@@ -31,9 +31,11 @@ def create_app(settings: Settings, backend: Backend | None = None) -> web.Applic
         queue_size=settings.queue_size,
         on_fanout=metrics.observe_fanout,
     )
-    broker.stats.label = metrics_label
-    metrics.watch(broker)
     policy = policy_for(settings)
+    # Every job under one series (its name tells nothing), other private topics
+    # under "(private)": /metrics is open to anyone who can reach it.
+    broker.stats.label = lambda t: metrics_label(t) if is_job_topic(t) else policy.shown_as(t)
+    metrics.watch(broker)
     metrics.watch_refusals(policy.refusals)
 
     app = web.Application()

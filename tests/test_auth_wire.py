@@ -122,7 +122,16 @@ def test_a_private_topic_gets_only_what_is_published_to_it(server: ServerProcess
                 )
                 read_until(pub, b"}")
         got = read_until(sock, b"for user.42.inbox", timeout=5)
-    assert b"user.43" not in got
+        assert b"user.43" not in got
+        # Open endpoints count private topics without naming them.
+        for path in ("/healthz", "/metrics"):
+            with socket.create_connection(("127.0.0.1", server.port)) as probe:
+                probe.sendall(
+                    f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+                )
+                answer = read_until(probe, None).decode()
+            assert "user.4" not in answer, path
+            assert "(private)" in answer, path
 
 
 def post_publish(server: ServerProcess, topic: str, authorization: str | None) -> int:

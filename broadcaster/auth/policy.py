@@ -9,6 +9,8 @@ from broadcaster.auth.patterns import Patterns
 from broadcaster.auth.tokens import REASONS, Grant, Refusal, Verifier
 from broadcaster.config import Settings
 
+PRIVATE_LABEL = "(private)"  # parentheses are not allowed in topic names
+
 
 class Policy:
     """Private topics and the verifier for their tokens. With no private topics,
@@ -25,6 +27,11 @@ class Policy:
         self.cookie_name = cookie_name
         # Refusals by reason, read by the metrics at scrape time.
         self.refusals = dict.fromkeys(REASONS, 0)
+
+    def shown_as(self, topic: str) -> str:
+        """How `topic` may be named where anyone can read it (/healthz, /metrics):
+        a private topic's name can itself be private (`user.42.inbox`)."""
+        return PRIVATE_LABEL if self.private and self.private.covers(topic) else topic
 
     def needs_token(self, topics: Iterable[str]) -> list[str]:
         """The private topics among `topics`, in order."""

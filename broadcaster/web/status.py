@@ -5,16 +5,20 @@ from __future__ import annotations
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from broadcaster.web.keys import BROKER, METRICS
+from broadcaster.web.keys import BROKER, METRICS, POLICY
 
 
 async def healthz(request: web.Request) -> web.Response:
-    broker = request.app[BROKER]
+    broker, policy = request.app[BROKER], request.app[POLICY]
     up = broker.healthy()
+    topics: dict[str, int] = {}
+    for topic, count in broker.topic_counts().items():
+        shown = policy.shown_as(topic)
+        topics[shown] = topics.get(shown, 0) + count
     body = {
         "status": "ok" if up else "degraded",
         "clients": broker.clients,
-        "topics": broker.topic_counts(),
+        "topics": topics,
         "backend": {"name": broker.name, "status": "up" if up else "down"},
     }
     return web.json_response(body, status=200 if up else 503)
