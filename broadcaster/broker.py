@@ -294,8 +294,7 @@ class Broker:
         Later subscribers end at once."""
         self.flush()
         self._closed = True
-        told = len(self._all)
-        log.info("Shutting down: telling %d %s", told, "client" if told == 1 else "clients")
+        log.info("Shutting down: telling %s", clients(len(self._all)))
         for sub in list(self._all):
             if not (sub.offer(final) and sub.end()):
                 self._evict(sub)
@@ -337,9 +336,9 @@ class Broker:
         # "Broadcast message" line is for watching a fan-out happen.
         level = logging.INFO if delivered else logging.DEBUG
         if log.isEnabledFor(level):
-            noun = "client" if delivered == 1 else "clients"
+            to = clients(delivered)
             for event in events:
-                log.log(level, "Broadcast message %s to %d %s", event.id, delivered, noun)
+                log.log(level, "Broadcast message %s to %s", event.id, to)
 
     def _offer_all(self, subs: Collection[Subscription], frame: Frame) -> int:
         offered = len(subs)
@@ -386,6 +385,11 @@ def _same_topic_runs(events: Iterable[Event]) -> Iterator[list[Event]]:
         run.append(event)
     if run:
         yield run
+
+
+def clients(count: int) -> str:
+    """`count` with its noun, for log lines and messages: "1 client", "3 clients"."""
+    return f"{count} client" if count == 1 else f"{count} clients"
 
 
 def open_store(history: int, redis_url: str | None, lease_seconds: float) -> Backend:

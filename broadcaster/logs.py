@@ -13,6 +13,8 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
 
+from broadcaster.auth.carriers import QUERY_PARAMETER
+
 TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
 
@@ -63,8 +65,8 @@ def access_level(path: str, status: int) -> int:
     return logging.INFO
 
 
-SCRUBBED_PARAMETERS = frozenset({"access_token"})
-"""Query parameters that carry secrets (`auth.carriers`): never written to a log."""
+SCRUBBED_PARAMETERS = frozenset({QUERY_PARAMETER})
+"""Query parameters that carry secrets: never written to a log."""
 
 
 def scrub(path_qs: str) -> str:

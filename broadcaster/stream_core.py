@@ -25,7 +25,7 @@ from broadcaster import sse
 from broadcaster.auth import tokens
 from broadcaster.auth.carriers import token_from
 from broadcaster.auth.policy import Policy
-from broadcaster.broker import END, Broker, Sink, Subscription
+from broadcaster.broker import END, Broker, Sink, Subscription, clients
 from broadcaster.config import Settings
 from broadcaster.events import EventId, Frame
 from broadcaster.logs import log_access
@@ -144,8 +144,7 @@ def check_capacity(broker: Broker, settings: Settings) -> None:
     if broker.clients >= settings.max_clients:
         raise Refusal(
             503,
-            f"server is at its limit of {settings.max_clients} "
-            f"{'client' if settings.max_clients == 1 else 'clients'}; retry later",
+            f"server is at its limit of {clients(settings.max_clients)}; retry later",
             {"Retry-After": RETRY_AFTER_SECONDS},
         )
 
