@@ -19,9 +19,9 @@ from collections.abc import Callable, Sequence
 from multidict import CIMultiDict, MultiDict
 
 from bench.run import Server
-from broadcaster import stream_core
 from broadcaster.auth.policy import Policy
 from broadcaster.auth.tokens import Verifier, mint
+from broadcaster.web import stream_core
 
 SECRET = "bench-secret-" + "b" * 40
 OPENED = b": connected\n\n\r\n"

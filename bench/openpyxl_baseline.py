@@ -5,7 +5,7 @@ Kept runnable as the import benchmark's baseline:
     python -m bench.openpyxl_baseline FILE.xlsx
 
 imports FILE into a new table in a temporary database through
-`broadcaster.importer.import_file`, the same path as the server, with only the
+`broadcaster.jobs.importer.import_file`, the same path as the server, with only the
 reader swapped, and prints one JSON line: rows and seconds.
 """
 
@@ -22,8 +22,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from broadcaster import importer
-from broadcaster.importer import Cell, ImportFailed, Row, Rows
+from broadcaster.jobs import importer
+from broadcaster.jobs.importer import Cell, ImportFailed, Row, Rows
 
 
 class OpenpyxlRows:

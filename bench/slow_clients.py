@@ -20,7 +20,7 @@ from typing import Any
 import aiohttp
 
 from bench.run import LoadClient, Server, build
-from broadcaster.broker import HIGH_WATER
+from broadcaster.fanout.broker import HIGH_WATER
 
 # A stalled socket's kernel buffers absorb ~2.8 MB here before the server's own
 # buffers start to fill, so each stalled client must be sent more than that.

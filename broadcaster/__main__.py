@@ -13,9 +13,12 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
-from broadcaster import client, data_dir, gc_tuning, logs, server
 from broadcaster.app import create_app
-from broadcaster.config import Settings, SettingsError, add_arguments, from_namespace
+from broadcaster.cli import commands
+from broadcaster.edge import server
+from broadcaster.jobs import data_dir
+from broadcaster.ops import gc_tuning, logs
+from broadcaster.ops.config import Settings, SettingsError, add_arguments, from_namespace
 
 log = logging.getLogger("broadcaster")
 
@@ -24,24 +27,24 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     # The server takes options only, so a first bare word can only be a command.
     if args and not args[0].startswith("-"):
-        if args[0] not in client.COMMANDS:
+        if args[0] not in commands.COMMANDS:
             _server_parser().error(_unknown_command(args[0]))
-        sys.exit(client.main(args))
+        sys.exit(commands.main(args))
     settings = _settings(args)
     logs.configure(settings.log_level, settings.log_format)
     serve(settings)
 
 
 def _unknown_command(word: str) -> str:
-    close = difflib.get_close_matches(word, client.COMMANDS, n=1)
+    close = difflib.get_close_matches(word, commands.COMMANDS, n=1)
     if close:
         return f"unknown command {word!r}; did you mean {close[0]!r}?"
-    *others, last = client.COMMANDS
+    *others, last = commands.COMMANDS
     return f"unknown command {word!r}; the commands are {', '.join(others)} and {last}"
 
 
 def _server_parser() -> argparse.ArgumentParser:
-    usage = "\n       ".join(["%(prog)s [options]", *client.usage_lines()])
+    usage = "\n       ".join(["%(prog)s [options]", *commands.usage_lines()])
     parser = argparse.ArgumentParser(
         prog="broadcaster",
         usage=usage,

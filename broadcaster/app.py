@@ -8,18 +8,18 @@ from typing import Any
 
 from aiohttp import web
 
-from broadcaster.auth.policy import policy_for
-from broadcaster.broker import Backend, Broker, open_store
-from broadcaster.config import Settings
-from broadcaster.events import Frame
-from broadcaster.heartbeat import run_heartbeat
-from broadcaster.jobs import Jobs, is_job_topic, metrics_label
-from broadcaster.metrics import Metrics
-from broadcaster.stream_core import SHUTDOWN_DATA
-from broadcaster.ticker import run_ticker
-from broadcaster.web import cors, jobs, long, pages, publish, status, stream
+from broadcaster.fanout.broker import Backend, Broker, open_store
+from broadcaster.fanout.heartbeat import run_heartbeat
+from broadcaster.fanout.ticker import run_ticker
+from broadcaster.jobs import routes as job_routes
+from broadcaster.jobs.registry import Jobs, is_job_topic, metrics_label
+from broadcaster.ops.config import Settings, policy_for
+from broadcaster.ops.metrics import Metrics
+from broadcaster.web import cors, pages, publish, slow_work, status, stream
 from broadcaster.web.errors import json_error_body
 from broadcaster.web.keys import BROKER, JOBS, METRICS, POLICY, SETTINGS, STOPPING
+from broadcaster.web.stream_core import SHUTDOWN_DATA
+from broadcaster.wire.events import Frame
 
 SHUTDOWN = Frame.of(SHUTDOWN_DATA)
 
@@ -72,10 +72,10 @@ def _add_routes(app: web.Application) -> None:
     app.router.add_post("/publish", publish.publish)
     app.router.add_get("/healthz", status.healthz)
     app.router.add_get("/metrics", status.metrics)
-    app.router.add_post("/jobs", jobs.create_job)
-    app.router.add_get("/jobs", jobs.list_jobs)
-    app.router.add_get("/jobs/{id}", jobs.get_job)
-    app.router.add_get("/long", long.long_job)
+    app.router.add_post("/jobs", job_routes.create_job)
+    app.router.add_get("/jobs", job_routes.list_jobs)
+    app.router.add_get("/jobs/{id}", job_routes.get_job)
+    app.router.add_get("/long", slow_work.stream_slow_work)
     for path in ("/events", "/publish", "/jobs", "/jobs/{id}", "/healthz", "/long"):
         app.router.add_route("OPTIONS", path, cors.preflight)
 

@@ -21,9 +21,9 @@ import pytest
 from aiohttp import web
 
 from bench.run import free_port
-from broadcaster.broker import HIGH_WATER
-from broadcaster.server import BACKLOG, FrontDoorSite
-from broadcaster.sse_parser import ServerEvent, SSEParser
+from broadcaster.edge.server import BACKLOG, FrontDoorSite
+from broadcaster.fanout.broker import HIGH_WATER
+from broadcaster.wire.sse_parser import ServerEvent, SSEParser
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"

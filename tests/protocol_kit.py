@@ -8,9 +8,9 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from broadcaster.app import create_app
-from broadcaster.broker import HIGH_WATER
-from broadcaster.config import Settings
-from broadcaster.web.front_door import FrontDoor, StreamProtocol
+from broadcaster.edge.front_door import FrontDoor, StreamProtocol
+from broadcaster.fanout.broker import HIGH_WATER
+from broadcaster.ops.config import Settings
 from broadcaster.web.keys import BROKER
 from tests.conftest import dechunk
 

@@ -21,11 +21,11 @@ from broadcaster.auth.carriers import token_from
 from broadcaster.auth.patterns import InvalidPattern, Patterns
 from broadcaster.auth.policy import Policy
 from broadcaster.auth.tokens import CLAIM, MAX_TOKEN_LENGTH, REASONS, Refusal, Verifier, mint
-from broadcaster.backends.memory import MemoryBackend
-from broadcaster.broker import END, Broker, Subscription
-from broadcaster.config import SettingsError, parse_settings
-from broadcaster.logs import scrub
-from broadcaster.stream_core import REAUTH
+from broadcaster.fanout.broker import END, Broker, Subscription
+from broadcaster.fanout.stores.memory import MemoryBackend
+from broadcaster.ops.config import SettingsError, parse_settings
+from broadcaster.ops.logs import scrub
+from broadcaster.web.stream_core import REAUTH
 
 SECRET = "s3cret-" + "x" * 40
 OTHER_SECRET = "other-" + "y" * 40

@@ -4,9 +4,9 @@ import asyncio
 
 import pytest
 
-from broadcaster.backends.memory import MemoryBackend
-from broadcaster.broker import END, Broker
-from broadcaster.events import Frame
+from broadcaster.fanout.broker import END, Broker
+from broadcaster.fanout.stores.memory import MemoryBackend
+from broadcaster.wire.events import Frame
 from tests.conftest import RecordingSocket
 
 

@@ -14,7 +14,7 @@ import jwt
 import pytest
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
 
-from broadcaster.sse_parser import SSEParser
+from broadcaster.wire.sse_parser import SSEParser
 from tests.conftest import ARTIFACTS, ROOT, ServerFactory, ServerProcess, health, wait_for
 
 pytestmark = pytest.mark.browser

@@ -6,7 +6,7 @@ from dataclasses import fields
 
 import pytest
 
-from broadcaster.config import OPTIONS, Settings, SettingsError, env_name, flag, parse_settings
+from broadcaster.ops.config import OPTIONS, Settings, SettingsError, env_name, flag, parse_settings
 
 
 def test_every_setting_has_one_option() -> None:

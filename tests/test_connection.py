@@ -14,11 +14,11 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import unused_port
 
-from broadcaster import logs
 from broadcaster.app import create_app
-from broadcaster.config import Settings
-from broadcaster.server import BACKLOG, FrontDoorSite
-from broadcaster.web.connection import MAX_FIELD_SIZE, MAX_LINE_SIZE, Connection
+from broadcaster.edge.connection import MAX_FIELD_SIZE, MAX_LINE_SIZE, Connection
+from broadcaster.edge.server import BACKLOG, FrontDoorSite
+from broadcaster.ops import logs
+from broadcaster.ops.config import Settings
 
 QUIET = Settings(tick_interval=3600, heartbeat_interval=3600)
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from broadcaster.app import create_app
-from broadcaster.config import Settings
+from broadcaster.ops.config import Settings
 
 ALLOWED = "https://app.example.com"
 

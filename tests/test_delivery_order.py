@@ -15,11 +15,11 @@ from collections.abc import Callable
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from broadcaster.backends.memory import MemoryBackend
-from broadcaster.broker import Broker
-from broadcaster.events import Event, EventId, Frame
-from broadcaster.stream_core import Stream, StreamRequest
+from broadcaster.fanout.broker import Broker
+from broadcaster.fanout.stores.memory import MemoryBackend
 from broadcaster.web.stream import pump
+from broadcaster.web.stream_core import Stream, StreamRequest
+from broadcaster.wire.events import Event, EventId, Frame
 from tests.conftest import RecordingSocket
 from tests.protocol_kit import connect, door, get
 

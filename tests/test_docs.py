@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from broadcaster.config import OPTIONS, Option, Settings, env_name, flag
+from broadcaster.ops.config import OPTIONS, Option, Settings, env_name, flag
 from tests.conftest import ROOT
 
 README = (ROOT / "README.md").read_text()

@@ -7,7 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from broadcaster.app import create_app
-from broadcaster.config import Settings
+from broadcaster.ops.config import Settings
 
 
 async def boom(request: web.Request) -> web.Response:

@@ -5,7 +5,7 @@ import types
 
 import pytest
 
-from broadcaster.events import Event, EventId
+from broadcaster.wire.events import Event, EventId
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ from pathlib import Path
 import openpyxl
 import pytest
 
-from broadcaster.importer import (
+from broadcaster.jobs.importer import (
     BATCH_ROWS,
     ImportFailed,
     Progress,
@@ -19,7 +19,7 @@ from broadcaster.importer import (
     import_file,
     sniff,
 )
-from broadcaster.xlsx import XlsxRows
+from broadcaster.jobs.xlsx import XlsxRows
 
 TABLE = "upload_test"
 

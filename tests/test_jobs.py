@@ -16,8 +16,8 @@ import openpyxl
 import pytest
 
 from broadcaster.app import create_app
-from broadcaster.config import Settings
-from broadcaster.sse_parser import ServerEvent, SSEParser
+from broadcaster.ops.config import Settings
+from broadcaster.wire.sse_parser import ServerEvent, SSEParser
 from tests.conftest import (
     ServerFactory,
     ServerProcess,

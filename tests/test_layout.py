@@ -41,23 +41,25 @@ def within(name: str, package: str) -> bool:
 
 @pytest.mark.parametrize("module", sorted(modules()))
 def test_only_the_broker_reaches_the_stores(module: str) -> None:
-    if within(module, "broadcaster.backends") or module == "broadcaster.broker":
+    if within(module, "broadcaster.fanout.stores") or module == "broadcaster.fanout.broker":
         return
-    reached = {name for name in imports(modules()[module]) if within(name, "broadcaster.backends")}
+    reached = {
+        name for name in imports(modules()[module]) if within(name, "broadcaster.fanout.stores")
+    }
     assert not reached, f"{module} imports {sorted(reached)}: ask the broker instead"
     assert ".backend." not in modules()[module].read_text(), f"{module} reaches broker.backend"
 
 
-@pytest.mark.parametrize("module", ["broadcaster.stream_core", "broadcaster.origins"])
+@pytest.mark.parametrize("module", ["broadcaster.web.stream_core", "broadcaster.wire.origins"])
 def test_the_stream_core_knows_no_framework(module: str) -> None:
     assert not {name for name in imports(modules()[module]) if within(name, "aiohttp")}
 
 
 def test_the_doors_share_the_core_not_each_other() -> None:
-    for door in ("broadcaster.web.front_door", "broadcaster.web.long"):
+    for door in ("broadcaster.edge.front_door", "broadcaster.web.slow_work"):
         assert "broadcaster.web.stream" not in imports(modules()[door]), door
-        assert "broadcaster.ticker" not in imports(modules()[door]), door
-    assert "broadcaster.ticker" not in imports(modules()["broadcaster.stream_core"])
+        assert "broadcaster.fanout.ticker" not in imports(modules()[door]), door
+    assert "broadcaster.fanout.ticker" not in imports(modules()["broadcaster.web.stream_core"])
 
 
 @pytest.mark.parametrize("module", sorted(modules()))
@@ -66,3 +68,41 @@ def test_architecture_names_every_module(module: str) -> None:
     if path.name == "__init__.py":
         return
     assert f"`{path.as_posix()}`" in (ROOT / "ARCHITECTURE.md").read_text(), path
+
+
+# Each folder may import only from the folders below it on the data path;
+# jobs/routes.py is the one jobs module that is also an HTTP handler.
+BELOW: dict[str, set[str]] = {
+    "wire": set(),
+    "fanout": {"wire"},
+    "auth": {"wire"},
+    "ops": {"wire", "fanout", "auth"},
+    "jobs": {"wire", "fanout", "auth", "ops"},
+    "web": {"wire", "fanout", "auth", "ops", "jobs"},
+    "edge": {"wire", "fanout", "auth", "ops", "web"},
+    "cli": {"wire", "auth"},
+}
+EXCEPTIONS = {"broadcaster.jobs.routes": {"web"}}
+
+
+def folder(name: str) -> str | None:
+    parts = name.split(".")
+    return parts[1] if len(parts) > 2 and parts[0] == "broadcaster" else None
+
+
+@pytest.mark.parametrize("module", sorted(m for m in modules() if folder(m) in BELOW))
+def test_a_folder_imports_only_from_below_it(module: str) -> None:
+    own = folder(module)
+    assert own is not None
+    allowed = BELOW[own] | {own} | EXCEPTIONS.get(module, set())
+    crossing = {
+        name
+        for name in imports(modules()[module])
+        if within(name, "broadcaster") and folder(name) not in allowed | {None}
+    }
+    assert not crossing, f"{module} imports {sorted(crossing)}, above its folder"
+
+
+def test_every_folder_has_a_place_in_the_order() -> None:
+    folders = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists()}
+    assert folders == set(BELOW), "name the new folder in BELOW and in ARCHITECTURE.md"

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-from broadcaster.backends.memory import MemoryBackend
-from broadcaster.events import Event, EventId
+from broadcaster.fanout.stores.memory import MemoryBackend
+from broadcaster.wire.events import Event, EventId
 
 EPOCH = 1000
 

@@ -11,10 +11,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from broadcaster.app import create_app
-from broadcaster.config import Settings
-from broadcaster.events import EventId
+from broadcaster.ops.config import Settings
 from broadcaster.web.keys import BROKER
 from broadcaster.web.publish import is_loopback
+from broadcaster.wire.events import EventId
 from tests.conftest import open_stream
 
 TOKEN = "correct horse battery staple"

@@ -11,8 +11,8 @@ import aiohttp
 import pytest
 from redis.asyncio import Redis
 
-from broadcaster.backends.redis import STREAM, RedisBackend
-from broadcaster.events import Event
+from broadcaster.fanout.stores.redis import STREAM, RedisBackend
+from broadcaster.wire.events import Event
 from tests.conftest import (
     RedisServer,
     ServerFactory,

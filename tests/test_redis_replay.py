@@ -18,7 +18,7 @@ from itertools import pairwise
 
 import aiohttp
 
-from broadcaster.events import EventId
+from broadcaster.wire.events import EventId
 from tests.conftest import RedisServer, ServerFactory, Stream, open_stream, wait_for
 
 RECONNECTS = int(os.environ.get("BROADCASTER_TEST_RECONNECTS", "40"))

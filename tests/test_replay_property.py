@@ -21,8 +21,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from broadcaster.app import create_app
-from broadcaster.config import Settings
-from broadcaster.web.front_door import FrontDoor
+from broadcaster.edge.front_door import FrontDoor
+from broadcaster.ops.config import Settings
 from broadcaster.web.keys import BROKER
 from tests.conftest import RedisServer, Stream, front_door
 

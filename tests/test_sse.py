@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from broadcaster import sse
+from broadcaster.wire import sse
 
 
 @pytest.mark.parametrize(

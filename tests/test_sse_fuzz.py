@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sseclient import SSEClient
 
-from broadcaster import sse
-from broadcaster.sse_parser import SSEParser
+from broadcaster.wire import sse
+from broadcaster.wire.sse_parser import SSEParser
 
 LINE_BREAK = re.compile(r"\r\n|\r")
 FIELD = st.one_of(st.none(), st.text(max_size=40))

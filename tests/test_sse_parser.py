@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from broadcaster.sse_parser import ServerEvent, SSEParser
+from broadcaster.wire.sse_parser import ServerEvent, SSEParser
 
 
 def parse(*chunks: bytes) -> list[ServerEvent]:

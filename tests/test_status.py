@@ -7,8 +7,8 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from broadcaster.app import create_app
-from broadcaster.broker import MAX_COUNTED_TOPICS, OTHER_TOPICS
-from broadcaster.config import Settings
+from broadcaster.fanout.broker import MAX_COUNTED_TOPICS, OTHER_TOPICS
+from broadcaster.ops.config import Settings
 from broadcaster.web.keys import BROKER
 from tests.conftest import Stream, open_stream
 

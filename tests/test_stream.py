@@ -13,7 +13,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from broadcaster.app import create_app
-from broadcaster.config import Settings
+from broadcaster.ops.config import Settings
 from broadcaster.web.keys import BROKER
 from broadcaster.web.stream import events
 from tests.conftest import Stream, open_stream

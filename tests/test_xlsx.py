@@ -16,9 +16,9 @@ from pathlib import Path
 import openpyxl
 import pytest
 
-from broadcaster import xlsx
-from broadcaster.importer import ImportFailed, Progress, import_file
-from broadcaster.xlsx import XlsxRows
+from broadcaster.jobs import xlsx
+from broadcaster.jobs.importer import ImportFailed, Progress, import_file
+from broadcaster.jobs.xlsx import XlsxRows
 
 PKG = "http://schemas.openxmlformats.org/package/2006"
 DOC = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"

@@ -2,7 +2,7 @@
 a cookie, then an `access_token` query parameter.
 
 `EventSource` cannot set headers, so a browser sends a cookie (or, last resort,
-the query parameter, which the access log scrubs: see `broadcaster.logs`).
+the query parameter, which the access log scrubs: see `broadcaster.ops.logs`).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Topic patterns: an exact topic name, or a prefix ending in `*` (`user.42.*`).
 
-The grammar: a pattern is a topic name (see `broadcaster.topics`), optionally
+The grammar: a pattern is a topic name (see `broadcaster.wire.topics`), optionally
 followed by a single trailing `*` that stands for any rest, empty included; a
 lone `*` covers every topic. `*` anywhere else is an error.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from broadcaster.topics import InvalidTopic, check_topic
+from broadcaster.wire.topics import InvalidTopic, check_topic
 
 WILDCARD = "*"
 MAX_PATTERN_LENGTH = 1024

@@ -7,7 +7,6 @@ from collections.abc import Collection, Iterable
 from broadcaster.auth.carriers import DEFAULT_COOKIE, QUERY_PARAMETER
 from broadcaster.auth.patterns import Patterns
 from broadcaster.auth.tokens import REASONS, Grant, Refusal, Verifier
-from broadcaster.config import Settings
 
 PRIVATE_LABEL = "(private)"  # parentheses are not allowed in topic names
 
@@ -72,16 +71,3 @@ class Policy:
 
     def count(self, refusal: Refusal) -> None:
         self.refusals[refusal.reason] += 1
-
-
-def policy_for(settings: Settings) -> Policy:
-    verifier = None
-    if settings.jwt_secret is not None:
-        verifier = Verifier.from_secret(
-            settings.jwt_secret, settings.jwt_audience, settings.jwt_issuer
-        )
-    elif settings.jwt_public_key is not None:
-        verifier = Verifier.from_public_key(
-            settings.jwt_public_key, settings.jwt_audience, settings.jwt_issuer
-        )
-    return Policy(settings.private_topics, verifier, settings.token_cookie)

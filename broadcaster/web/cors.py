@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from broadcaster import origins
 from broadcaster.web.errors import ApiError
 from broadcaster.web.keys import SETTINGS
+from broadcaster.wire import origins
 
 ALLOW_METHODS = "GET, POST, OPTIONS"
 ALLOW_HEADERS = "Authorization, Content-Type, Last-Event-ID"

@@ -7,10 +7,10 @@ import asyncio
 from aiohttp import web
 
 from broadcaster.auth.policy import Policy
-from broadcaster.broker import Broker
-from broadcaster.config import Settings
-from broadcaster.jobs import Jobs
-from broadcaster.metrics import Metrics
+from broadcaster.fanout.broker import Broker
+from broadcaster.jobs.registry import Jobs
+from broadcaster.ops.config import Settings
+from broadcaster.ops.metrics import Metrics
 
 SETTINGS = web.AppKey("settings", Settings)
 BROKER = web.AppKey("broker", Broker)

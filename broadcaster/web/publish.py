@@ -13,11 +13,11 @@ from aiohttp import web
 
 from broadcaster.auth.policy import Policy
 from broadcaster.auth.tokens import Grant, Refusal
-from broadcaster.broker import BackendUnavailable
-from broadcaster.topics import InvalidTopic, check_topic
+from broadcaster.fanout.broker import BackendUnavailable
 from broadcaster.web.authorization import api_error
 from broadcaster.web.errors import ApiError
 from broadcaster.web.keys import BROKER, POLICY, SETTINGS
+from broadcaster.wire.topics import InvalidTopic, check_topic
 
 JSON = "application/json"
 FORM = "application/x-www-form-urlencoded"

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from aiohttp import HttpVersion11, web
 
-from broadcaster import stream_core
-from broadcaster.broker import Subscription
-from broadcaster.stream_core import Refusal, Stream
+from broadcaster.fanout.broker import Subscription
+from broadcaster.web import stream_core
 from broadcaster.web.errors import ApiError
 from broadcaster.web.keys import BROKER, POLICY, SETTINGS
+from broadcaster.web.stream_core import Refusal, Stream
 
 
 class EventStreamResponse(web.StreamResponse):

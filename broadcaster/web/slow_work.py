@@ -7,10 +7,10 @@ import json
 
 from aiohttp import web
 
-from broadcaster import sse
-from broadcaster.stream_core import SHUTDOWN_DATA, response_headers
 from broadcaster.web.errors import ApiError
 from broadcaster.web.keys import SETTINGS, STOPPING
+from broadcaster.web.stream_core import SHUTDOWN_DATA, response_headers
+from broadcaster.wire import sse
 
 MAX_ROWS = 100_000_000
 MAX_STEPS = 10_000
@@ -64,7 +64,7 @@ async def _set_within(event: asyncio.Event, seconds: float) -> bool:
     return True
 
 
-async def long_job(request: web.Request) -> web.StreamResponse:
+async def stream_slow_work(request: web.Request) -> web.StreamResponse:
     _check_names(request)
     rows = int(_number(request, "rows", 50_000, 1, MAX_ROWS, int))
     step = int(_number(request, "step", 10_000, 1, MAX_ROWS, int))

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from broadcaster import sse
-from broadcaster.broker import Broker
-from broadcaster.events import Frame
+from broadcaster.fanout.broker import Broker
+from broadcaster.wire import sse
+from broadcaster.wire.events import Frame
 
 HEARTBEAT = Frame.of(sse.comment("heartbeat"))
 

@@ -33,8 +33,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from broadcaster.backends.base import BackendUnavailable, Deliver, Replay
-from broadcaster.events import Event, EventId
+from broadcaster.fanout.stores.base import BackendUnavailable, Deliver, Replay
+from broadcaster.wire.events import Event, EventId
 
 log = logging.getLogger("broadcaster.redis")
 

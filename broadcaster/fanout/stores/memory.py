@@ -7,8 +7,8 @@ from collections import deque
 from collections.abc import Collection
 from itertools import islice
 
-from broadcaster.backends.base import Deliver, Replay
-from broadcaster.events import Event, EventId
+from broadcaster.fanout.stores.base import Deliver, Replay
+from broadcaster.wire.events import Event, EventId
 
 
 class MemoryBackend:

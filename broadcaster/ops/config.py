@@ -16,7 +16,8 @@ from typing import Any
 
 from broadcaster.auth.carriers import DEFAULT_COOKIE
 from broadcaster.auth.patterns import InvalidPattern, Patterns
-from broadcaster.auth.tokens import UnusableKey, check_secret, load_public_key
+from broadcaster.auth.policy import Policy
+from broadcaster.auth.tokens import UnusableKey, Verifier, check_secret, load_public_key
 
 ENV_PREFIX = "BROADCASTER_"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -256,3 +257,16 @@ def parse_settings(argv: Sequence[str], environ: Mapping[str, str] | None = None
     parser = argparse.ArgumentParser(prog="broadcaster")
     add_arguments(parser)
     return from_namespace(parser.parse_args(argv), os.environ if environ is None else environ)
+
+
+def policy_for(settings: Settings) -> Policy:
+    verifier = None
+    if settings.jwt_secret is not None:
+        verifier = Verifier.from_secret(
+            settings.jwt_secret, settings.jwt_audience, settings.jwt_issuer
+        )
+    elif settings.jwt_public_key is not None:
+        verifier = Verifier.from_public_key(
+            settings.jwt_public_key, settings.jwt_audience, settings.jwt_issuer
+        )
+    return Policy(settings.private_topics, verifier, settings.token_cookie)

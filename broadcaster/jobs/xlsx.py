@@ -4,7 +4,7 @@ calamine loads 500,000 rows x 10 columns in about 6 s, where openpyxl took 100,
 but it loads the whole sheet into one dense grid spanning its cells, and a failed
 Rust allocation aborts the process: a 5 KB file with cells in A1 and XFD1048576
 asks for 512 GiB. So the sheet is read in a child process (`python -m
-broadcaster.xlsx FILE`) whose address space is capped at MEMORY_BUDGET; a sheet
+broadcaster.jobs.xlsx FILE`) whose address space is capped at MEMORY_BUDGET; a sheet
 that does not fit fails its import, never the server. The child turns cells into
 text and streams rows back in marshal frames, which also keeps that per-cell
 work off the server's interpreter (and its GIL).
@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from broadcaster.importer import Cell, ImportFailed, Row
+from broadcaster.jobs.importer import Cell, ImportFailed, Row
 
 MEMORY_BUDGET = 2 * 1024**3
 """Bytes of address space the reading child may use (the sheet's grid, ~100 bytes a cell)."""
@@ -47,7 +47,7 @@ class XlsxRows:
     ) -> None:
         self._budget = budget
         self._child = subprocess.Popen(
-            [sys.executable, "-m", "broadcaster.xlsx", str(path), str(budget)],
+            [sys.executable, "-m", "broadcaster.jobs.xlsx", str(path), str(budget)],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         assert self._child.stdout is not None

@@ -10,11 +10,11 @@ from typing import Any
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from broadcaster import data_dir
 from broadcaster.auth.carriers import token_from
 from broadcaster.auth.tokens import Refusal, mint
-from broadcaster.config import Settings
-from broadcaster.jobs import Job
+from broadcaster.jobs import data_dir
+from broadcaster.jobs.registry import Job
+from broadcaster.ops.config import Settings
 from broadcaster.web.authorization import api_error
 from broadcaster.web.errors import ApiError
 from broadcaster.web.keys import JOBS, POLICY, SETTINGS

@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from broadcaster import data_dir
-from broadcaster.broker import BackendUnavailable, Broker
-from broadcaster.importer import Imported, ImportFailed, Progress, import_file, sniff
+from broadcaster.fanout.broker import BackendUnavailable, Broker
+from broadcaster.jobs import data_dir
+from broadcaster.jobs.importer import Imported, ImportFailed, Progress, import_file, sniff
 
 log = logging.getLogger("broadcaster.jobs")
 

@@ -11,7 +11,7 @@ and no credit builds up, so a fast start cannot buy a stall later. Progress is
 counted in bytes as sent (compressed, if the body is), so a compressed trickle
 gains nothing from its ratio.
 
-The watch starts when aiohttp builds the request (`server.py` hooks the
+The watch starts when aiohttp builds the request (`edge/server.py` hooks the
 server's `request_factory`), so it covers every route and every connection,
 whether the front door handed it over or aiohttp kept it alive.
 """

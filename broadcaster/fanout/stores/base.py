@@ -6,7 +6,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Protocol
 
-from broadcaster.events import Event, EventId
+from broadcaster.wire.events import Event, EventId
 
 Deliver = Callable[[Event], None]
 

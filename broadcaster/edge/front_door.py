@@ -16,7 +16,7 @@ request split across reads, bad topics, the client limit, a keep-alive
 connection's later requests) goes to aiohttp with the bytes read so far, and
 aiohttp answers exactly as it would have, errors included. What a stream is
 (admission, headers, opening, replay skipping, the end-of-stream log line) is
-the stream core's (`stream_core.py`), shared with aiohttp's handler in
+the stream core's (`web/stream_core.py`), shared with aiohttp's handler in
 `stream.py`; this module only moves bytes.
 """
 
@@ -38,15 +38,15 @@ from aiohttp.http import (
     RawRequestMessage,
 )
 
-from broadcaster import stream_core
-from broadcaster.broker import HIGH_WATER, Broker
-from broadcaster.config import Settings
-from broadcaster.events import Frame
-from broadcaster.logs import scrub
-from broadcaster.origins import Headers
-from broadcaster.stream_core import Refusal, Stream, StreamRequest
-from broadcaster.web.connection import LIMITS
+from broadcaster.edge.connection import LIMITS
+from broadcaster.fanout.broker import HIGH_WATER, Broker
+from broadcaster.ops.config import Settings
+from broadcaster.ops.logs import scrub
+from broadcaster.web import stream_core
 from broadcaster.web.keys import BROKER, POLICY, SETTINGS
+from broadcaster.web.stream_core import Refusal, Stream, StreamRequest
+from broadcaster.wire.events import Frame
+from broadcaster.wire.origins import Headers
 
 PREFIX = b"GET /events"
 HEAD_END = b"\r\n\r\n"

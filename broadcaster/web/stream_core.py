@@ -1,7 +1,7 @@
 """The stream core: what `GET /events` is, whichever door serves it.
 
 Two doors serve a stream: aiohttp's handler (`web/stream.py`) and the front
-door (`web/front_door.py`), which streams a fresh connection's plain request
+door (`edge/front_door.py`), which streams a fresh connection's plain request
 without aiohttp's request machinery. The rules live here once, knowing no
 framework: which requests are admitted (`admit`), the answer's headers, the
 opening (retry, comment, then a replay or a resync), which queued frames the
@@ -21,16 +21,16 @@ from functools import lru_cache
 
 from multidict import MultiMapping
 
-from broadcaster import sse
 from broadcaster.auth import tokens
 from broadcaster.auth.carriers import token_from
 from broadcaster.auth.policy import Policy
-from broadcaster.broker import END, Broker, Sink, Subscription, clients
-from broadcaster.config import Settings
-from broadcaster.events import EventId, Frame
-from broadcaster.logs import log_access
-from broadcaster.origins import Headers, cors_headers
-from broadcaster.topics import DEFAULT_TOPIC, InvalidTopic, check_topic
+from broadcaster.fanout.broker import END, Broker, Sink, Subscription, clients
+from broadcaster.ops.config import Settings
+from broadcaster.ops.logs import log_access
+from broadcaster.wire import sse
+from broadcaster.wire.events import EventId, Frame
+from broadcaster.wire.origins import Headers, cors_headers
+from broadcaster.wire.topics import DEFAULT_TOPIC, InvalidTopic, check_topic
 
 log = logging.getLogger("broadcaster.access")
 

@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 # Re-exported: the broker is the one way to the stores.
-from broadcaster.backends.base import Backend as Backend
-from broadcaster.backends.base import BackendUnavailable as BackendUnavailable
-from broadcaster.backends.base import Replay
-from broadcaster.backends.memory import MemoryBackend
-from broadcaster.events import Event, EventId, Frame
+from broadcaster.fanout.stores.base import Backend as Backend
+from broadcaster.fanout.stores.base import BackendUnavailable as BackendUnavailable
+from broadcaster.fanout.stores.base import Replay
+from broadcaster.fanout.stores.memory import MemoryBackend
+from broadcaster.wire.events import Event, EventId, Frame
 
 log = logging.getLogger("broadcaster.broker")
 
@@ -396,6 +396,6 @@ def open_store(history: int, redis_url: str | None, lease_seconds: float) -> Bac
     """The in-memory store, or Redis Streams when given a URL."""
     if redis_url is None:
         return MemoryBackend(history)
-    from broadcaster.backends.redis import RedisBackend  # only when asked for: imports redis
+    from broadcaster.fanout.stores.redis import RedisBackend  # only when asked for: imports redis
 
     return RedisBackend(redis_url, history, lease_seconds=lease_seconds)

@@ -20,10 +20,10 @@ from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
 from yarl import URL
 
-from broadcaster.config import Settings
-from broadcaster.web import pace
-from broadcaster.web.connection import Connection
-from broadcaster.web.front_door import FrontDoor
+from broadcaster.edge import pace
+from broadcaster.edge.connection import Connection
+from broadcaster.edge.front_door import FrontDoor
+from broadcaster.ops.config import Settings
 
 log = logging.getLogger("broadcaster")
 

@@ -146,7 +146,7 @@ def _lines(file: BinaryIO) -> Iterator[str]:
 
 def open_rows(path: Path, kind: str, while_loading: Callable[[], None]) -> Rows:
     if kind == "xlsx":
-        from broadcaster.xlsx import XlsxRows  # imported here: xlsx imports this module
+        from broadcaster.jobs.xlsx import XlsxRows  # imported here: xlsx imports this module
 
         return XlsxRows(path, while_loading)
     return CsvRows(path)

@@ -7,8 +7,8 @@ import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from broadcaster.broker import BackendUnavailable, Broker
-from broadcaster.topics import DEFAULT_TOPIC
+from broadcaster.fanout.broker import BackendUnavailable, Broker
+from broadcaster.wire.topics import DEFAULT_TOPIC
 
 log = logging.getLogger("broadcaster.ticker")
 

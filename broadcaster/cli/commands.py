@@ -24,7 +24,7 @@ from yarl import URL
 
 from broadcaster.auth.patterns import InvalidPattern
 from broadcaster.auth.tokens import UnusableKey, mint
-from broadcaster.sse_parser import ServerEvent, SSEParser
+from broadcaster.wire.sse_parser import ServerEvent, SSEParser
 
 COMMANDS = ("publish", "listen", "token")
 DEFAULT_URL = "http://127.0.0.1:8000"
