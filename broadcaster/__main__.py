@@ -19,6 +19,7 @@ from broadcaster.edge import server
 from broadcaster.jobs import data_dir
 from broadcaster.ops import gc_tuning, logs
 from broadcaster.ops.config import Settings, SettingsError, add_arguments, from_namespace
+from broadcaster.web.access_log import AccessLogger
 
 log = logging.getLogger("broadcaster")
 
@@ -87,7 +88,7 @@ def serve(settings: Settings) -> None:
                 # by this deadline: what bounds slowloris clients and half-open
                 # connections.
                 keepalive_timeout=settings.idle_timeout,
-                access_log_class=logs.AccessLogger,
+                access_log_class=AccessLogger,
                 # Streams log their end to the same logger, in the same format.
                 access_log=logging.getLogger("broadcaster.access"),
             )

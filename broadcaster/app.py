@@ -25,6 +25,10 @@ SHUTDOWN = Frame.of(SHUTDOWN_DATA)
 
 
 def create_app(settings: Settings, backend: Backend | None = None) -> web.Application:
+    """The standalone server's application: every route (stream, publish, jobs,
+    the page, health, metrics), the broker on `settings`' store (or `backend`),
+    the ticker and heartbeat, and a shutdown that ends every stream at once.
+    Serve it with `edge.server.serve`, which puts the front door before it."""
     metrics = Metrics()
     broker = Broker(
         backend or _backend(settings),

@@ -35,7 +35,7 @@ async def test_topics_route_and_unsubscribe_cleans_up(broker: Broker) -> None:
         assert broker.topic_counts() == {"a": 2, "b": 1}
         await broker.publish("b", "only-b")
         assert (len(drain(a.queue)), len(drain(ab.queue))) == (0, 1)
-    assert broker.clients == 0
+    assert broker.client_count == 0
     assert broker.topic_counts() == {}
 
 
@@ -49,7 +49,7 @@ async def test_full_queue_evicts_only_that_subscriber(broker: Broker) -> None:
         assert slow.evicted
         assert not fast.evicted
         assert socket.aborted
-        assert broker.clients == 1
+        assert broker.client_count == 1
         assert broker.stats.evictions == 1
 
 
@@ -87,7 +87,8 @@ async def test_events_of_one_iteration_go_out_together_in_order(broker: Broker) 
         joined = drain(ab.queue)
         assert [f.parts for f in joined] == [(events[1].frame, events[2].frame), (), ()]
         assert [f.id for f in joined] == [events[2].id, events[3].id, events[4].id]
-        assert bytes(joined[0].data) == bytes(events[1].frame.data) + bytes(events[2].frame.data)
+        parts = bytes(events[1].frame.payload) + bytes(events[2].frame.payload)
+        assert bytes(joined[0].payload) == parts
         assert [f.id for f in drain(a.queue)] == [events[0].id, events[2].id, events[4].id]
     assert broker.stats.deliveries == 4 * 2 + 1
     assert broker.stats.published == {"a": 4, "b": 1}

@@ -17,8 +17,8 @@ from aiohttp.test_utils import unused_port
 from broadcaster.app import create_app
 from broadcaster.edge.connection import MAX_FIELD_SIZE, MAX_LINE_SIZE, Connection
 from broadcaster.edge.server import BACKLOG, FrontDoorSite
-from broadcaster.ops import logs
 from broadcaster.ops.config import Settings
+from broadcaster.web.access_log import AccessLogger
 
 QUIET = Settings(tick_interval=3600, heartbeat_interval=3600)
 
@@ -26,7 +26,7 @@ QUIET = Settings(tick_interval=3600, heartbeat_interval=3600)
 async def test_the_handed_over_protocol_has_the_runners_settings() -> None:
     app = create_app(replace(QUIET, idle_timeout=7.5))
     runner = web.AppRunner(
-        app, keepalive_timeout=7.5, tcp_keepalive=False, access_log_class=logs.AccessLogger
+        app, keepalive_timeout=7.5, tcp_keepalive=False, access_log_class=AccessLogger
     )
     await runner.setup()
     try:
@@ -36,7 +36,7 @@ async def test_the_handed_over_protocol_has_the_runners_settings() -> None:
         assert isinstance(ours, Connection)
         assert isinstance(aiohttps, web.RequestHandler)
         assert ours.keepalive_timeout == aiohttps.keepalive_timeout == 7.5
-        assert type(ours.access_logger) is type(aiohttps.access_logger) is logs.AccessLogger
+        assert type(ours.access_logger) is type(aiohttps.access_logger) is AccessLogger
         assert (ours.max_line_size, ours.max_field_size) == (MAX_LINE_SIZE, MAX_FIELD_SIZE)
     finally:
         await runner.cleanup()

@@ -62,7 +62,7 @@ async def play(
                 Event("t", EventId(1, seq + n), f"message {seq + n}") for n in range(1, arg + 1)
             ]
             frames = [event.frame for event in events]
-            seq, expected = seq + arg, expected + b"".join(bytes(f.data) for f in frames)
+            seq, expected = seq + arg, expected + b"".join(bytes(f.payload) for f in frames)
             # Events published in one loop iteration reach the subscriber joined.
             for frame in [Frame.joined(frames)] if kind == "publish-joined" else frames:
                 offer(frame)

@@ -32,7 +32,7 @@ def test_ids_order_across_epochs() -> None:
 
 def test_event_frame_is_encoded_once_with_its_id() -> None:
     event = Event("orders", EventId(3, 4), "hi", "created")
-    assert bytes(event.frame.data) == b"id: 3-4\nevent: created\ndata: hi\n\n"
+    assert bytes(event.frame.payload) == b"id: 3-4\nevent: created\ndata: hi\n\n"
     assert event.frame.chunk == b"21\r\nid: 3-4\nevent: created\ndata: hi\n\n\r\n"
     assert event.frame.id == EventId(3, 4)
     # Stored in a slot at construction, not computed on each read (a property

@@ -70,7 +70,7 @@ async def test_anything_but_the_plain_case_goes_to_aiohttp_byte_for_byte(
         assert isinstance(transport.handed_to, Handoff)
         assert transport.handed_to.received == request_bytes
         assert transport.wire == b""
-        assert front.broker.clients == 0
+        assert front.broker.client_count == 0
         protocol.connection_lost(None)
 
 
@@ -79,16 +79,16 @@ async def test_at_the_client_limit_aiohttp_answers() -> None:
         connect(front, get())
         _, second = connect(front, get())
         assert isinstance(second.handed_to, Handoff)
-        assert front.broker.clients == 1
+        assert front.broker.client_count == 1
 
 
 async def test_a_disconnect_unsubscribes_and_frees_the_protocol() -> None:
     async with door() as front:
         protocol, _ = connect(front, get())
-        assert front.broker.clients == 1
+        assert front.broker.client_count == 1
         assert front.streams == {protocol}
         protocol.connection_lost(None)
-        assert front.broker.clients == 0
+        assert front.broker.client_count == 0
         assert not front.streams
 
 
@@ -285,12 +285,12 @@ def test_no_first_read_makes_the_front_door_raise(
             await until(lambda: transport.handed_to is not None or transport.wire)
             event("served" if transport.handed_to is None else "handed over")
             if transport.handed_to is None:
-                assert front.broker.clients == 1
+                assert front.broker.client_count == 1
                 assert transport.wire.startswith(b"HTTP/1.1 200 OK\r\n")
             else:
-                assert front.broker.clients == 0
+                assert front.broker.client_count == 0
                 assert transport.handed_to.received == data
             protocol.connection_lost(None)
-            assert front.broker.clients == 0
+            assert front.broker.client_count == 0
 
     asyncio.run(check())

@@ -106,3 +106,24 @@ def test_a_folder_imports_only_from_below_it(module: str) -> None:
 def test_every_folder_has_a_place_in_the_order() -> None:
     folders = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists()}
     assert folders == set(BELOW), "name the new folder in BELOW and in ARCHITECTURE.md"
+
+
+WEB_TYPES = ("aiohttp.web", "aiohttp.abc", "aiohttp.web_request", "aiohttp.web_response")
+
+
+@pytest.mark.parametrize(
+    "module", sorted(m for m in modules() if folder(m) in {"wire", "fanout", "auth", "ops"})
+)
+def test_below_the_handlers_nothing_knows_aiohttps_web_types(module: str) -> None:
+    used = {name for name in imports(modules()[module]) if any(within(name, t) for t in WEB_TYPES)}
+    assert not used, f"{module} imports {sorted(used)}: that belongs in web/ or edge/"
+
+
+@pytest.mark.parametrize("module", sorted(modules()))
+def test_http_chunk_framing_is_written_once(module: str) -> None:
+    """In `wire/chunked.py`; the value module `wire/events.py` only calls it."""
+    if module == "broadcaster.wire.chunked":
+        return
+    source = modules()[module].read_text()
+    assert 'b"%x' not in source, module
+    assert 'b"0\\r\\n\\r\\n"' not in source, module

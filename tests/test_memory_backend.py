@@ -21,7 +21,7 @@ async def test_since_returns_missed_events_of_the_topics() -> None:
     replay = await backend.since(events[0].id, {"a"})
     assert replay.complete
     assert replay.events == [events[2]]
-    assert replay.head == events[3].id
+    assert replay.newest == events[3].id
 
 
 async def test_since_the_newest_is_complete_and_empty() -> None:
@@ -42,7 +42,7 @@ async def test_older_than_history_unknown_and_foreign_ids_resync() -> None:
     for last in (events[0].id, EventId(EPOCH, 6), EventId(EPOCH - 1, 5), EventId(EPOCH + 1, 1)):
         replay = await backend.since(last, {"a"})
         assert not replay.complete, last
-        assert replay.head == events[-1].id
+        assert replay.newest == events[-1].id
 
 
 async def test_zero_history_only_accepts_the_newest() -> None:

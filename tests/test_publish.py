@@ -156,7 +156,7 @@ async def test_without_a_token_loopback_may_publish(aiohttp_client: Any) -> None
     assert client.app[BROKER].stats.published == {"t": 1}
     # The store's newest id is the one the answer gave.
     replay = await client.app[BROKER].replay(EventId.parse(answer["id"]), ["t"])
-    assert (replay.complete, str(replay.head)) == (True, answer["id"])
+    assert (replay.complete, str(replay.newest)) == (True, answer["id"])
 
 
 @pytest.mark.parametrize(

@@ -84,7 +84,7 @@ async def test_three_clients_read_the_same_ids_in_order(make_client: MakeClient)
         open_stream(client.session, str(client.make_url("/events?topic=t"))) as b,
         open_stream(client.session, str(client.make_url("/events?topic=t"))) as c,
     ):
-        assert client.app[BROKER].clients == 3
+        assert client.app[BROKER].client_count == 3
         sent = [await publish(client, "t", f"m{i}") for i in range(5)]
         for stream in (a, b, c):
             assert [e.id for e in await stream.events(5)] == sent

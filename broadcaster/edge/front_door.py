@@ -10,7 +10,7 @@ a subscription, with no task, request or response object behind it (see
 docs/PERFORMANCE.md).
 
 Only the plain success case is served here: a complete `GET /events` HTTP/1.1
-head in the first read, with nothing after it, valid topics and room under
+request head in the first read, with nothing after it, valid topics and room under
 `--max-clients`. Anything else (another path or method, HTTP/1.0, a body, a
 request split across reads, bad topics, the client limit, a keep-alive
 connection's later requests) goes to aiohttp with the bytes read so far, and
@@ -45,12 +45,11 @@ from broadcaster.ops.logs import scrub
 from broadcaster.web import stream_core
 from broadcaster.web.keys import BROKER, POLICY, SETTINGS
 from broadcaster.web.stream_core import Refusal, Stream, StreamRequest
-from broadcaster.wire.events import Frame
+from broadcaster.wire.chunked import LAST_CHUNK, chunk
 from broadcaster.wire.origins import Headers
 
 PREFIX = b"GET /events"
 HEAD_END = b"\r\n\r\n"
-LAST_CHUNK = b"0\r\n\r\n"
 BODY_HEADERS = ("Content-Length", "Transfer-Encoding", "Expect", "Upgrade")
 
 
@@ -64,8 +63,8 @@ class FrontDoor:
         self.hand_off_to = aiohttp_protocol
         self.sniffing: set[StreamProtocol] = set()
         self.streams: set[StreamProtocol] = set()
-        self.head = ResponseHead()
-        self.awaiting_head: dict[asyncio.Protocol, asyncio.TimerHandle] = {}
+        self.response_head = ResponseHead()
+        self.awaiting_request_head: dict[asyncio.Protocol, asyncio.TimerHandle] = {}
         self._all_closed: asyncio.Event | None = None
 
     def __call__(self) -> StreamProtocol:
@@ -73,7 +72,7 @@ class FrontDoor:
 
     def accept(self, data: bytes) -> tuple[StreamRequest, str] | None:
         """The request and its path, when `data` is exactly one plain
-        `GET /events` head that aiohttp would answer with a stream; None for
+        `GET /events` request head that aiohttp would answer with a stream; None for
         anything else."""
         if not data.startswith(PREFIX) or data.find(HEAD_END) != len(data) - len(HEAD_END):
             return None
@@ -93,22 +92,22 @@ class FrontDoor:
             return None  # aiohttp's handler refuses it, in the same words
         return request, message.path
 
-    def expect_head(
+    def expect_request_head(
         self, protocol: asyncio.Protocol, transport: asyncio.Transport, deadline: float
     ) -> None:
         """Hold a handed-over connection to the deadline its first read started
         under: aiohttp's own timer starts at the hand-over, and would give a
-        head that began just before the deadline a whole idle timeout more."""
+        request head that began just before the deadline a whole idle timeout more."""
 
         def overdue() -> None:
-            self.awaiting_head.pop(protocol, None)
+            self.awaiting_request_head.pop(protocol, None)
             transport.close()
 
-        self.awaiting_head[protocol] = asyncio.get_running_loop().call_at(deadline, overdue)
+        self.awaiting_request_head[protocol] = asyncio.get_running_loop().call_at(deadline, overdue)
 
-    def head_received(self, protocol: asyncio.Protocol) -> None:
-        """aiohttp has built a request on `protocol`: its first head came in time."""
-        timer = self.awaiting_head.pop(protocol, None)
+    def request_head_received(self, protocol: asyncio.Protocol) -> None:
+        """aiohttp has built a request on `protocol`: its first request head came in time."""
+        timer = self.awaiting_request_head.pop(protocol, None)
         if timer is not None:
             timer.cancel()
 
@@ -132,9 +131,9 @@ class FrontDoor:
         whatever is still open (a client that stopped reading)."""
         for protocol in list(self.sniffing):
             protocol.close_connection()
-        for timer in self.awaiting_head.values():
+        for timer in self.awaiting_request_head.values():
             timer.cancel()  # aiohttp's runner has closed those connections
-        self.awaiting_head.clear()
+        self.awaiting_request_head.clear()
         if self.sniffing or self.streams:
             self._all_closed = asyncio.Event()
             try:
@@ -254,7 +253,7 @@ class StreamProtocol(Stream, asyncio.Protocol):
         protocol = self._door.hand_off_to()
         transport.set_protocol(protocol)
         protocol.connection_made(transport)
-        self._door.expect_head(protocol, transport, deadline)
+        self._door.expect_request_head(protocol, transport, deadline)
         protocol.data_received(data)
         self._transport = None
         self._door.left(self)
@@ -271,14 +270,16 @@ class StreamProtocol(Stream, asyncio.Protocol):
         transport.set_write_buffer_limits(high=HIGH_WATER)
         self.open(door.broker, request, (remote, path_qs), transport, self._backlog)
         door.streaming_began(self)
-        head = door.head.render(request.headers)
+        response_head = door.response_head.render(request.headers)
         if request.last_id is None:
-            self._open(head + _preamble_chunk(door.settings.retry_ms))
+            self._open(response_head + _preamble_chunk(door.settings.retry_ms))
         else:
-            opening = self._replay_then_open(head, request, path_qs)
+            opening = self._replay_then_open(response_head, request, path_qs)
             self._replay = asyncio.get_running_loop().create_task(opening)
 
-    async def _replay_then_open(self, head: bytes, request: StreamRequest, path_qs: str) -> None:
+    async def _replay_then_open(
+        self, response_head: bytes, request: StreamRequest, path_qs: str
+    ) -> None:
         door = self._door
         try:
             opening = await self.opening(door.broker, door.settings.retry_ms, request)
@@ -287,7 +288,7 @@ class StreamProtocol(Stream, asyncio.Protocol):
             stream_core.log.exception("Replay for %s failed", scrub(path_qs))
             self.abort_connection()
             return
-        self._open(head + Frame.of(opening).chunk)
+        self._open(response_head + chunk(opening))
 
     def _open(self, first_write: bytes) -> None:
         assert self._transport is not None
@@ -346,7 +347,7 @@ class StreamProtocol(Stream, asyncio.Protocol):
 
 @lru_cache(maxsize=8)
 def _preamble_chunk(retry_ms: int) -> bytes:
-    return Frame.of(stream_core.preamble(retry_ms)).chunk
+    return chunk(stream_core.preamble(retry_ms))
 
 
 def _remote(transport: asyncio.Transport) -> str:

@@ -39,7 +39,7 @@ class FrontDoorSite(web.BaseSite):
     """A TCP site whose connections meet the front door before aiohttp.
 
     The door hands aiohttp a `Connection`, aiohttp's own protocol with JSON
-    refusals. Each request aiohttp builds tells the door its head is in, and
+    refusals. Each request aiohttp builds tells the door its request head is in, and
     has its body paced.
     """
 
@@ -69,7 +69,7 @@ class FrontDoorSite(web.BaseSite):
             writer: AbstractStreamWriter,
             task: asyncio.Task[None],
         ) -> web.BaseRequest:
-            door.head_received(protocol)
+            door.request_head_received(protocol)
             request = factory(message, payload, protocol, writer, task)
             pace.watch(request, settings.idle_timeout, settings.min_body_rate)
             return request

@@ -214,7 +214,15 @@ class BrokerStats:
 
 class Broker:
     """The one way to the event store: publish, replay, subscribe, and the
-    store's health and leadership; and the fan-out of every event it feeds back."""
+    store's health and leadership; and the fan-out of every event it feeds back.
+
+    `publish` stores an event and returns it with its id; the store then feeds
+    every event back, in id order, to the fan-out, which offers each event's one
+    `Frame` to every subscriber of its topic without waiting (a subscriber whose
+    backlog is full is evicted). `subscribe` makes a `Subscription`; `replay`
+    answers a reconnecting client's `Last-Event-ID`. `start()` before the first
+    publish, `close_all()` to end every stream at shutdown, then `aclose()`.
+    """
 
     def __init__(
         self,
@@ -250,7 +258,8 @@ class Broker:
         await self._backend.aclose()
 
     @property
-    def clients(self) -> int:
+    def client_count(self) -> int:
+        """How many subscriptions are open now."""
         return len(self._all)
 
     def topic_counts(self) -> dict[str, int]:

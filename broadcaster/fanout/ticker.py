@@ -46,4 +46,4 @@ async def run_ticker(
         except BackendUnavailable as error:
             log.debug("Tick not sent: %s", error)
             continue
-        log.log(logging.INFO if broker.clients else logging.DEBUG, "Sent message %s", event.id)
+        log.log(logging.INFO if broker.client_count else logging.DEBUG, "Sent message %s", event.id)

@@ -55,6 +55,14 @@ def metrics_label(topic: str) -> str:
 
 @dataclass
 class Job:
+    """One uploaded file's import: where it stands, as `GET /jobs/{id}` and every
+    event on its topic (`job.<id>`) report it.
+
+    `status` goes `queued`, `running`, then `done` or `failed`; `rows_done`,
+    `total` and `fraction` move while it runs. Only the registry changes it, on
+    the event loop (the worker thread reports progress through the loop).
+    """
+
     id: str
     filename: str
     upload: Path
@@ -98,6 +106,11 @@ class Job:
 
 
 class Jobs:
+    """The registry of import jobs: starts them (one runs at a time, in a worker
+    thread), publishes each one's progress through the broker, and remembers the
+    last `KEPT_JOBS` finished ones for `GET /jobs`. `aclose()` stops running
+    imports (rolled back) and waits for them."""
+
     def __init__(
         self, broker: Broker, directory: Path, is_private: Callable[[str], bool] = lambda _: False
     ) -> None:

@@ -1,4 +1,8 @@
-"""Logging setup: readable text, or one JSON object per line for log shippers."""
+"""Logging setup: readable text, or one JSON object per line for log shippers;
+and the one format of an access line, whichever door served the request.
+
+aiohttp's side of access logging (its `AbstractAccessLogger`) is
+`web/access_log.py`; this module reads no request or response type."""
 
 from __future__ import annotations
 
@@ -8,10 +12,7 @@ import sys
 from datetime import UTC, datetime
 from urllib.parse import unquote_plus
 
-from aiohttp.abc import AbstractAccessLogger
 from aiohttp.http_exceptions import HttpProcessingError
-from aiohttp.web_request import BaseRequest
-from aiohttp.web_response import StreamResponse
 
 from broadcaster.auth.carriers import QUERY_PARAMETER
 
@@ -106,19 +107,3 @@ def log_access(
             elapsed,
             f", {note}" if note else "",
         )
-
-
-class AccessLogger(AbstractAccessLogger):
-    """One line per request. Streams log their own line when they end, because
-    aiohttp writes no access line for a handler cancelled by a disconnect."""
-
-    def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
-        if request.method == "GET" and request.path == "/events" and response.status == 200:
-            return
-        where = (request.remote, request.method, request.path_qs)
-        log_access(self.logger, where, response.status, response.body_length, time)
-
-    @property
-    def enabled(self) -> bool:
-        # The loudest line it writes is a WARNING; `log_access` checks each level.
-        return self.logger.isEnabledFor(logging.WARNING)

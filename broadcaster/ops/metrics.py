@@ -70,7 +70,7 @@ class BrokerCollector(Collector):
     def collect(self) -> Iterable[Metric]:
         broker, stats = self._broker, self._broker.stats
         yield GaugeMetricFamily(
-            "broadcaster_clients", "Connected SSE clients", value=broker.clients
+            "broadcaster_clients", "Connected SSE clients", value=broker.client_count
         )
         published = CounterMetricFamily(
             "broadcaster_events_published", "Events published, by topic", labels=["topic"]

@@ -17,7 +17,7 @@ async def healthz(request: web.Request) -> web.Response:
         topics[shown] = topics.get(shown, 0) + count
     body = {
         "status": "ok" if up else "degraded",
-        "clients": broker.clients,
+        "clients": broker.client_count,
         "topics": topics,
         "backend": {"name": broker.name, "status": "up" if up else "down"},
     }

@@ -24,7 +24,15 @@ class EventStreamResponse(web.StreamResponse):
 
 
 async def events(request: web.Request) -> web.StreamResponse:
-    """One subscriber's SSE stream, with replay by Last-Event-ID."""
+    """`GET /events`: one subscriber's SSE stream, with replay by Last-Event-ID.
+
+    The query's `topic` (repeatable; `DEFAULT_TOPIC` if none) chooses the topics.
+    A request the stream core refuses (a bad topic, a private one without a
+    token, the client limit) gets a JSON error; a malformed Last-Event-ID is not
+    refused but answered with a `resync` event. The stream lasts until the
+    client leaves, the broker evicts it (too slow), its token expires
+    (`reauth`) or the server shuts down (`shutdown`).
+    """
     broker, settings = request.app[BROKER], request.app[SETTINGS]
     try:
         admitted = stream_core.admit(
@@ -74,6 +82,6 @@ async def pump(
             await sub.backlog_created()
         frames, ended = stream.frames([await queue.get(), *sub.take_all()])
         if frames:
-            await response.write(b"".join(frame.data for frame in frames))
+            await response.write(b"".join(frame.payload for frame in frames))
         if ended:
             return

@@ -141,7 +141,7 @@ def _shared(names: tuple[str, ...]) -> frozenset[str]:
 
 
 def check_capacity(broker: Broker, settings: Settings) -> None:
-    if broker.clients >= settings.max_clients:
+    if broker.client_count >= settings.max_clients:
         raise Refusal(
             503,
             f"server is at its limit of {clients(settings.max_clients)}; retry later",
@@ -167,35 +167,37 @@ def _response_headers(origin: str | None, allowed: tuple[str, ...]) -> Headers:
 
 @lru_cache(maxsize=8)
 def preamble(retry_ms: int) -> bytes:
-    """The opening without a replay. Encoded once, not per connection."""
+    """What every stream opens with: `retry:` and a comment. It is the whole
+    opening when there is nothing to replay. Encoded once, not per connection."""
     return sse.retry(retry_ms) + sse.comment("connected")
 
 
 async def opening(
     broker: Broker, retry_ms: int, last_id: str | None, topics: frozenset[str]
 ) -> tuple[bytes, EventId | None]:
-    """The first write: retry and a comment (so `onopen` fires now), then replay.
+    """The first write: the preamble (retry and a comment, so `onopen` fires
+    now), then a replay or a resync.
 
     Returns the bytes and the last replayed id, at or below which queued live
     frames are duplicates of the replay.
     """
-    head = preamble(retry_ms)
+    start = preamble(retry_ms)
     if last_id is None:
-        return head, None
+        return start, None
     try:
         last = EventId.parse(last_id)
     except ValueError as error:
-        newest = (await broker.replay(BEYOND_ANY_ID, topics)).head
-        return head + _resync(str(error), newest), None
+        newest = (await broker.replay(BEYOND_ANY_ID, topics)).newest
+        return start + _resync(str(error), newest), None
     replay = await broker.replay(last, topics)
     if not replay.complete:
         reason = (
             f"event id {last} is not in this server's history: it is older than the "
             "history, or from before a restart or another server"
         )
-        return head + _resync(reason, replay.head), None
-    frames = b"".join(event.frame.data for event in replay.events)
-    return head + frames, replay.head
+        return start + _resync(reason, replay.newest), None
+    frames = b"".join(event.frame.payload for event in replay.events)
+    return start + frames, replay.newest
 
 
 def _resync(reason: str, newest: EventId | None) -> bytes:
@@ -215,12 +217,13 @@ def until_end(batch: list[Frame]) -> tuple[list[Frame], bool]:
     return batch, False
 
 
-def skip_replayed(batch: list[Frame], after: EventId) -> tuple[list[Frame], EventId | None]:
-    """Drop frames already sent by the replay; stop checking once past it."""
+def skip_replayed(batch: list[Frame], last_replayed: EventId) -> tuple[list[Frame], EventId | None]:
+    """Drop frames already sent by the replay (ids at or below `last_replayed`).
+    Returns what is left, and `last_replayed` again, or None once past it."""
     frames = [part for frame in batch for part in (frame.parts or (frame,))]
-    kept = [f for f in frames if f.id is None or f.id > after]
-    past = any(f.id is not None and f.id > after for f in kept)
-    return kept, None if past else after
+    kept = [f for f in frames if f.id is None or f.id > last_replayed]
+    past = any(f.id is not None and f.id > last_replayed for f in kept)
+    return kept, None if past else last_replayed
 
 
 def logs_streams() -> bool:

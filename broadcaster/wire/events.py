@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from broadcaster.wire import sse
+from broadcaster.wire import chunked, sse
 
 _ID = re.compile(r"(\d{1,20})-(\d{1,20})")
 MAX_PART = 2**64 - 1
@@ -40,10 +40,13 @@ class EventId(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class Frame:
-    """Wire bytes bound for subscribers, with the id they carry, if any.
+    """One or more events' SSE bytes bound for subscribers, with the id they
+    carry, if any.
 
-    The bytes are stored once, already framed as one HTTP/1.1 chunk, so the
-    fan-out can hand the very same object to every subscriber's socket.
+    The bytes are stored once, already framed as one HTTP/1.1 chunk (`chunk`),
+    so the fan-out can hand the very same object to every subscriber's socket;
+    `wire/chunked.py` says why the chunk is made here and not by the doors.
+    `payload` is the SSE bytes alone, for a writer that frames them itself.
     """
 
     chunk: bytes
@@ -52,23 +55,27 @@ class Frame:
     """For a frame joined from several events: those events' frames."""
 
     @classmethod
-    def of(cls, data: bytes, id: EventId | None = None) -> Frame:
-        return cls(b"%x\r\n%b\r\n" % (len(data), data), id)
+    def of(cls, payload: bytes, id: EventId | None = None) -> Frame:
+        return cls(chunked.chunk(payload), id)
 
     @classmethod
     def joined(cls, frames: list[Frame]) -> Frame:
         """Several frames as one chunk, carrying the last one's id."""
-        data = b"".join(frame.data for frame in frames)
-        return cls(b"%x\r\n%b\r\n" % (len(data), data), frames[-1].id, tuple(frames))
+        payload = b"".join(frame.payload for frame in frames)
+        return cls(chunked.chunk(payload), frames[-1].id, tuple(frames))
 
     @property
-    def data(self) -> memoryview:
+    def payload(self) -> memoryview:
         """The SSE bytes without the chunk framing, as a view: nothing is copied."""
-        return memoryview(self.chunk)[self.chunk.index(b"\n") + 1 : -2]
+        return chunked.payload_of(self.chunk)
 
 
 @dataclass(frozen=True, slots=True)
 class Event:
+    """A published event: its topic, id, data (text) and type (None for the
+    default, `message`), and its `frame`, the wire bytes every subscriber gets,
+    encoded once when the event is made."""
+
     topic: str
     id: EventId
     data: str

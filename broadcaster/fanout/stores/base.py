@@ -17,12 +17,12 @@ class Replay:
 
     `complete` is False when the history cannot prove there is no gap (the id is
     unknown, from another run, or older than the history); the client must then
-    resync. `head` is the newest id the backend had when it answered.
+    resync. `newest` is the newest id the backend had when it answered.
     """
 
     events: list[Event]
     complete: bool
-    head: EventId | None
+    newest: EventId | None
 
 
 class BackendUnavailable(RuntimeError):

@@ -34,14 +34,14 @@ class MemoryBackend:
         return event
 
     async def since(self, last: EventId, topics: Collection[str]) -> Replay:
-        head = EventId(self._epoch, self._seq) if self._seq else None
+        newest = EventId(self._epoch, self._seq) if self._seq else None
         first_seq = self._seq - len(self._ring) + 1
         # Seqs in the ring are contiguous, so `last` is provably gap-free exactly
         # when it lies between the event just before the ring and the newest one.
         if last.epoch != self._epoch or not first_seq - 1 <= last.seq <= self._seq:
-            return Replay([], complete=False, head=head)
+            return Replay([], complete=False, newest=newest)
         missed = islice(self._ring, last.seq - first_seq + 1, None)
-        return Replay([e for e in missed if e.topic in topics], complete=True, head=head)
+        return Replay([e for e in missed if e.topic in topics], complete=True, newest=newest)
 
     def healthy(self) -> bool:
         return True

@@ -9,7 +9,7 @@ by every instance. The only module that imports `redis`.
   back this way too, so all instances deliver the same sequence. It starts from
   the newest entry when the backend starts, taken before the app serves anyone.
 - Replay is an XRANGE from the client's last id, in one transaction with the
-  XINFO STREAM that gives its head.
+  XINFO STREAM that gives its newest id.
 - When Redis goes away, publishing raises `BackendUnavailable` (a 503), the
   reader retries every `RETRY_SECONDS` and resumes from the last id it saw, and
   the log says so once per change of state, not once per retry. Any call that
@@ -124,14 +124,14 @@ class RedisBackend:
         return Event(topic, EventId.parse(entry_id), data, type)
 
     async def since(self, last: EventId, topics: Collection[str]) -> Replay:
-        # One transaction, so the head reported is exactly the newest entry the
-        # range can hold: the broker drops live frames at or below the head as
+        # One transaction, so the newest id reported is exactly the newest entry the
+        # range can hold: the stream drops live frames at or below it as
         # already replayed, and takes every one after it. Read apart, entries
         # added between the two commands were sent twice (replayed and live),
         # and a trim between them could have cut the range without a resync.
         try:
             if self._last is None:
-                # Else entries between the replay's head and a later start are lost.
+                # Else entries between the replay's newest id and a later start are lost.
                 await self._take_start()
             async with self._writer.pipeline(transaction=True) as transaction:
                 transaction.xinfo_stream(STREAM)
@@ -140,16 +140,16 @@ class RedisBackend:
             info = self._stream_info(info)
         except RedisError as error:
             self._mark_down(error)
-            return Replay([], complete=False, head=None)
+            return Replay([], complete=False, newest=None)
         self._mark_up()
-        head = info["last-entry"]
-        head_id = EventId.parse(head[0]) if head else None
-        if head_id is None or last > head_id or last < self._oldest_complete(info):
-            return Replay([], complete=False, head=head_id)
+        last_entry = info["last-entry"]
+        newest = EventId.parse(last_entry[0]) if last_entry else None
+        if newest is None or last > newest or last < self._oldest_complete(info):
+            return Replay([], complete=False, newest=newest)
         if isinstance(entries, Exception):  # an id Redis refuses in XRANGE: not one of ours
-            return Replay([], complete=False, head=head_id)
+            return Replay([], complete=False, newest=newest)
         events = (self._event(entry_id, fields) for entry_id, fields in cast(Entries, entries))
-        return Replay([e for e in events if e and e.topic in topics], complete=True, head=head_id)
+        return Replay([e for e in events if e and e.topic in topics], complete=True, newest=newest)
 
     def healthy(self) -> bool:
         return bool(self._up)
