@@ -100,6 +100,7 @@ def _install(
         backend or _backend(settings),
         queue_size=settings.queue_size,
         on_fanout=metrics.observe_fanout,
+        max_topic_length=settings.max_topic_length,
     )
     policy = policy_for(settings)
     # Every job under one series (its name tells nothing), other private topics
