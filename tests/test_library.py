@@ -293,15 +293,14 @@ def test_the_public_names_are_exactly_what_the_readme_lists(heading: str, module
         assert getattr(module, name) is not None, name
 
 
-def test_a_bare_import_loads_no_server() -> None:
+def test_the_public_names_load_on_first_use() -> None:
     """`import broadcaster` is cheap: the memory-capped import child runs
     `python -m broadcaster.jobs.xlsx` and must not load aiohttp's server."""
-
-    probe = subprocess.run(
-        [sys.executable, "-c", "import sys, broadcaster; print('aiohttp.web' in sys.modules)"],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=ROOT,
+    code = (
+        "import sys, broadcaster; before = 'aiohttp.web' in sys.modules; "
+        "broadcaster.setup; print(before, 'aiohttp.web' in sys.modules)"
     )
-    assert probe.stdout.strip() == "False"
+    probe = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert probe.stdout.split() == ["False", "True"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncGenerator, Callable, Iterable
 from dataclasses import dataclass
 
 import aiohttp
@@ -53,7 +53,7 @@ async def listen(
     last_event_id: str | None = None,
     session: aiohttp.ClientSession | None = None,
     on_retry: Callable[[Retry], None] | None = None,
-) -> AsyncIterator[ServerEvent]:
+) -> AsyncGenerator[ServerEvent, None]:
     """Every event of `topics` on the server at `url`, for as long as you iterate.
 
     When the connection drops, or the server is busy (429, 5xx) or down, it
