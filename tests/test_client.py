@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -133,6 +134,11 @@ def test_the_stream_url_is_the_servers_events_or_the_path_given(given: str, expe
 def test_a_url_that_is_not_http_is_refused_before_connecting(given: str) -> None:
     with pytest.raises(ValueError, match="is not an http:// or https:// URL with a host"):
         events_url(given)
+
+
+def test_one_string_for_topics_is_refused_not_spelled_out() -> None:
+    with pytest.raises(TypeError, match=re.escape("not one string: topics=['orders']")):
+        events_url("http://h/", "orders")
 
 
 def test_the_client_imports_nothing_of_the_servers_side() -> None:

@@ -248,6 +248,13 @@ async def test_events_response_without_setup_says_what_is_missing() -> None:
         await broadcaster.events_response(request, topics=["t"])
 
 
+async def test_one_string_for_topics_is_refused_not_spelled_out() -> None:
+    """`topics="orders"` would otherwise follow "o", "r", "d", ... without a word."""
+    request = make_mocked_request("GET", "/mine", app=web.Application())
+    with pytest.raises(TypeError, match=re.escape("not one string: topics=['orders']")):
+        await broadcaster.events_response(request, topics="orders")
+
+
 async def test_publishing_to_a_topic_no_stream_could_follow_is_refused(client: Client) -> None:
     broker = client.app[broadcaster.BROKER]
     with pytest.raises(InvalidTopic, match="invalid topic 'no spaces'"):

@@ -38,6 +38,8 @@ class Retry:
 def events_url(url: str | URL, topics: Iterable[str] = ()) -> URL:
     """The stream's URL: a server's bare address gets `/events`; any other path
     is taken as the stream's own (an application that mounts it elsewhere)."""
+    if isinstance(topics, str):
+        raise TypeError(f"topics is a list of names, not one string: topics=[{topics!r}]")
     base = URL(url)
     if base.scheme not in ("http", "https") or not base.host:
         raise ValueError(f"{str(url)!r} is not an http:// or https:// URL with a host")

@@ -55,6 +55,8 @@ async def events_response(
     refusal is raised as a JSON `web.HTTPException` (400 for a bad topic, 503 at
     the client limit).
     """
+    if isinstance(topics, str):
+        raise TypeError(f"topics is a list of names, not one string: topics=[{topics!r}]")
     broker, settings, policy = _parts(request)
     try:
         admitted = stream_core.admit(
