@@ -44,8 +44,8 @@ system-deps: ## install Debian's chromium, redis-server and nginx if missing (as
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing
 
 lint: $(DEV) ## ruff
-	$(BIN)/ruff check broadcaster tests bench
-	$(BIN)/ruff format --check broadcaster tests bench
+	$(BIN)/ruff check broadcaster tests bench examples
+	$(BIN)/ruff format --check broadcaster tests bench examples
 
 typecheck: $(DEV) ## mypy --strict
 	$(BIN)/mypy

@@ -15,7 +15,7 @@ import pytest
 from aiohttp import web
 
 from bench.run import free_port
-from broadcaster.cli.commands import retry_after_seconds
+from broadcaster.client.listener import retry_after_seconds
 from tests.conftest import ServerFactory, health, open_stream, wait_for
 
 QUIET = ("--tick-interval", "3600", "--heartbeat-interval", "3600", "--retry-ms", "100")

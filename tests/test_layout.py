@@ -80,7 +80,8 @@ BELOW: dict[str, set[str]] = {
     "jobs": {"wire", "fanout", "auth", "ops"},
     "web": {"wire", "fanout", "auth", "ops", "jobs"},
     "edge": {"wire", "fanout", "auth", "ops", "web"},
-    "cli": {"wire", "auth"},
+    "client": {"wire"},
+    "cli": {"wire", "auth", "client"},
 }
 EXCEPTIONS = {"broadcaster.jobs.routes": {"web"}}
 

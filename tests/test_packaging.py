@@ -50,3 +50,11 @@ async def test_installed_wheel_serves_the_page(tmp_path: Path) -> None:
         env=env, cwd=tmp_path, capture_output=True, text=True, check=True,
     )  # fmt: skip
     assert probe.stdout.strip() == str(target / "broadcaster" / "static")
+
+
+async def test_the_wheel_tells_type_checkers_it_is_typed(tmp_path: Path) -> None:
+    """PEP 561: without `py.typed`, an application's mypy ignores the library's
+    annotations (README, "Use it in your own aiohttp app")."""
+    wheel = await asyncio.to_thread(build_wheel, tmp_path / "dist")
+    with zipfile.ZipFile(wheel) as archive:
+        assert "broadcaster/py.typed" in archive.namelist()

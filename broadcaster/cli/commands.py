@@ -10,21 +10,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import email.utils
 import json
 import os
-import socket
-import ssl
 import sys
-import time
 from collections.abc import Mapping, Sequence
 
 import aiohttp
 from yarl import URL
 
+from broadcaster import client
 from broadcaster.auth.patterns import InvalidPattern
 from broadcaster.auth.tokens import UnusableKey, mint
-from broadcaster.wire.sse_parser import ServerEvent, SSEParser
+from broadcaster.client import ListenError, Retry, ServerEvent
+from broadcaster.client.explain import describe, server_error
 
 COMMANDS = ("publish", "listen", "token")
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -33,10 +31,7 @@ TOKEN_ENV = "BROADCASTER_PUBLISH_TOKEN"
 TOKEN_HINT = f"pass --token or set {TOKEN_ENV}"
 LISTEN_TOKEN_ENV = "BROADCASTER_TOKEN"
 SECRET_ENV = "BROADCASTER_JWT_SECRET"
-MAX_BACKOFF_SECONDS = 30.0
 PUBLISH_TIMEOUT = aiohttp.ClientTimeout(total=60, sock_connect=10)
-# A stream may be quiet for as long as the server likes; only connecting is bounded.
-LISTEN_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_read=None, sock_connect=10)
 
 
 class Failure(Exception):
@@ -203,7 +198,7 @@ async def publish(url: URL, topic: str, data: str, event: str | None, token: str
         try:
             async with session.post(endpoint, json=body, headers=headers) as resp:
                 if resp.status != 200:
-                    message = await _server_error(resp)
+                    message = await server_error(resp)
                     raise Failure(_refusal(endpoint, resp.status, message, bool(token)))
                 event_id = await _event_id(resp)
         except (aiohttp.ClientError, TimeoutError) as error:
@@ -236,133 +231,23 @@ async def _event_id(resp: aiohttp.ClientResponse) -> str | None:
     return event_id if isinstance(event_id, str) else None
 
 
-async def _server_error(resp: aiohttp.ClientResponse) -> str:
-    """The `error` text of the server's JSON answer, else the HTTP reason, on one line."""
-    try:
-        body = await resp.json(content_type=None)
-    except ValueError:
-        body = None
-    message = body.get("error") if isinstance(body, dict) else None
-    text = str(message) if message else (resp.reason or "no reason given")
-    return " ".join(text.split())[:500]
-
-
-def describe(error: aiohttp.ClientError | TimeoutError, url: URL) -> str:
-    """A network failure in a person's words, without aiohttp's internals."""
-    origin = url.origin()
-    if isinstance(error, aiohttp.ClientConnectorError):
-        return f"cannot connect to {origin}: {_os_reason(error.os_error)}"
-    if isinstance(error, TimeoutError):
-        return f"no answer from {origin} in time"
-    if isinstance(error, aiohttp.ServerDisconnectedError):
-        return f"{origin} closed the connection"
-    if isinstance(error, aiohttp.ClientPayloadError):
-        return f"{origin} cut the response short"
-    return f"talking to {origin} failed: {type(error).__name__}"
-
-
-def _os_reason(error: OSError) -> str:
-    if isinstance(error, ssl.SSLCertVerificationError):
-        return f"its TLS certificate is not trusted ({error.verify_message})"
-    if isinstance(error, ssl.SSLError):
-        if error.reason == "WRONG_VERSION_NUMBER":  # a plain-HTTP server's answer to a TLS hello
-            return "it speaks plain HTTP, not TLS: use http://, not https://"
-        return f"TLS failed ({error.reason})"
-    if isinstance(error, socket.gaierror):
-        return "no such host"
-    if error.errno:
-        return os.strerror(error.errno).lower()
-    return str(error) or type(error).__name__
-
-
 async def listen(
     url: URL, topics: list[str] | None, *, as_json: bool, token: str | None = None
 ) -> int:
     """Follow the stream until the server refuses it for good; on every drop,
-    reconnect with Last-Event-ID."""
-    target = _endpoint(url, "/events")
-    if topics:
-        target = target.extend_query([("topic", t) for t in topics])
-    parser = SSEParser()
-    backoff = Backoff()
-    async with aiohttp.ClientSession(timeout=LISTEN_TIMEOUT) as session:
-        while True:
-            retry_after = None
-            try:
-                retry_after = await _follow(session, target, parser, backoff, as_json, token)
-            except (aiohttp.ClientError, TimeoutError) as error:
-                _note("listen", describe(error, target))
-            delay = backoff.next(parser.retry, retry_after)
-            _note("listen", f"reconnecting in {delay:g}s")
-            await asyncio.sleep(delay)
-            parser = _fresh_parser(parser)
+    reconnect with Last-Event-ID (the library client's `listen` does)."""
 
+    def note(retry: Retry) -> None:
+        if retry.reason is not None:
+            _note("listen", retry.reason)
+        _note("listen", f"reconnecting in {retry.delay:g}s")
 
-async def _follow(
-    session: aiohttp.ClientSession,
-    target: URL,
-    parser: SSEParser,
-    backoff: Backoff,
-    as_json: bool,
-    token: str | None = None,
-) -> float | None:
-    """One connection, printing its events; returns the server's Retry-After,
-    or raises Failure if retrying cannot help."""
-    headers = {"Last-Event-ID": parser.last_id} if parser.last_id else {}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    async with session.get(target, headers=headers) as resp:
-        where = target.with_query(None)
-        if resp.status != 200:
-            refusal = f"{where} answered {resp.status}: {await _server_error(resp)}"
-            # Only "busy" (429) and server trouble (5xx) may pass; a bad topic or a
-            # wrong path stays one, and 204 is how the SSE spec says "stop".
-            if resp.status != 429 and resp.status < 500:
-                raise Failure(refusal)
-            _note("listen", refusal)
-            return retry_after_seconds(resp.headers.get("Retry-After"))
-        if resp.content_type != "text/event-stream":
-            raise Failure(f"{where} is not an event stream: it answered {resp.content_type}")
-        backoff.reset()
-        async for chunk in resp.content.iter_any():
-            for event in parser.feed(chunk):
-                _print(event, as_json)
-    return None
-
-
-class Backoff:
-    """Doubling delays, from the server's `retry:` (else 1 s) up to
-    MAX_BACKOFF_SECONDS; a Retry-After answer is waited out in full."""
-
-    def __init__(self) -> None:
-        self._last = 0.0
-
-    def reset(self) -> None:
-        self._last = 0.0
-
-    def next(self, retry_ms: int | None, retry_after: float | None) -> float:
-        self._last = min(MAX_BACKOFF_SECONDS, max(self._last * 2, (retry_ms or 1000) / 1000))
-        return max(self._last, retry_after or 0.0)
-
-
-def retry_after_seconds(value: str | None) -> float | None:
-    """RFC 9110 Retry-After: delay-seconds or an HTTP-date; None if absent or malformed."""
-    if not value:
-        return None
-    if value.strip().isdigit():
-        return float(value.strip())
     try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
-def _fresh_parser(old: SSEParser) -> SSEParser:
-    # A half-received event must not leak into the next connection's stream.
-    parser = SSEParser()
-    parser.last_id, parser.retry = old.last_id, old.retry
-    return parser
+        async for event in client.listen(url, topics or (), token=token, on_retry=note):
+            _print(event, as_json)
+    except ListenError as error:
+        raise Failure(str(error)) from None
+    return 0
 
 
 def _print(event: ServerEvent, as_json: bool) -> None:

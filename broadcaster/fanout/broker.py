@@ -22,6 +22,7 @@ from broadcaster.fanout.stores.base import BackendUnavailable as BackendUnavaila
 from broadcaster.fanout.stores.base import Replay
 from broadcaster.fanout.stores.memory import MemoryBackend
 from broadcaster.wire.events import Event, EventId, Frame
+from broadcaster.wire.topics import DEFAULT_MAX_LENGTH, check_topic
 
 log = logging.getLogger("broadcaster.broker")
 
@@ -143,11 +144,14 @@ class Subscription:
             sink is not None
             and (queue is None or queue.empty())
             and sink.get_write_buffer_size() < HIGH_WATER
+            and not sink.is_closing()
         ):
-            # A closing socket drops the frame: its handler is being cancelled.
-            if not sink.is_closing():
-                sink.write(frame.chunk)
+            sink.write(frame.chunk)
             return True
+        # A closing socket's frames queue too: that wakes its stream, whose write
+        # fails and ends it. Nothing else would when aiohttp does not cancel the
+        # handler of a departed client (`run_app`'s default, so an embedding
+        # application's); when it does, the queue goes with the subscription.
         return self._put(frame)
 
     def end(self) -> bool:
@@ -230,8 +234,10 @@ class Broker:
         *,
         queue_size: int,
         on_fanout: Callable[[float], None] | None = None,
+        max_topic_length: int = DEFAULT_MAX_LENGTH,
     ) -> None:
         self._backend = backend
+        self._max_topic_length = max_topic_length
         self.stats = BrokerStats()
         self._queue_size = queue_size
         self._on_fanout = on_fanout
@@ -283,8 +289,12 @@ class Broker:
         """
         return Subscription(self, frozenset(topics), self._queue_size, transport, on_backlog)
 
-    async def publish(self, topic: str, data: str, type: str | None = None) -> Event:
-        return await self._backend.publish(topic, data, type)
+    async def publish(self, topic: str, data: str, event: str | None = None) -> Event:
+        """Store an event and return it, with its id (`str(event.id)`); its
+        subscribers get it once the store feeds it back, in id order. `event` is
+        its type (None: `message`). Raises `InvalidTopic` for a name no stream
+        could follow, and `BackendUnavailable` when the store cannot take it."""
+        return await self._backend.publish(check_topic(topic, self._max_topic_length), data, event)
 
     async def replay(self, last: EventId, topics: Collection[str]) -> Replay:
         replay = await self._backend.since(last, topics)

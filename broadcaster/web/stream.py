@@ -1,15 +1,21 @@
 """GET /events through aiohttp: the stream core's adapter for aiohttp's handler.
 
-The front door (`front_door.py`) serves a fresh connection's plain request
+The front door (`edge/front_door.py`) serves a fresh connection's plain request
 itself, from the same core; this handler serves everything else (a kept-alive
-connection's later requests, HTTP/1.0, HEAD) and answers every refusal.
+connection's later requests, HTTP/1.0, HEAD) and answers every refusal. It is
+also every stream of an application that embeds broadcaster (`setup`), where
+`events_response` lets the application's own handlers stream.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from aiohttp import HttpVersion11, web
 
-from broadcaster.fanout.broker import Subscription
+from broadcaster.auth.policy import Policy
+from broadcaster.fanout.broker import Broker, Subscription
+from broadcaster.ops.config import Settings
 from broadcaster.web import stream_core
 from broadcaster.web.errors import ApiError
 from broadcaster.web.keys import BROKER, POLICY, SETTINGS
@@ -33,10 +39,33 @@ async def events(request: web.Request) -> web.StreamResponse:
     client leaves, the broker evicts it (too slow), its token expires
     (`reauth`) or the server shuts down (`shutdown`).
     """
-    broker, settings = request.app[BROKER], request.app[SETTINGS]
+    return await events_response(request)
+
+
+async def events_response(
+    request: web.Request, topics: Iterable[str] | None = None
+) -> web.StreamResponse:
+    """Answer `request` with an event stream of `topics`, from any handler of an
+    application `broadcaster.setup` was given; returns once the stream has ended.
+
+    Everything `GET /events` promises holds: replay from `Last-Event-ID` (header,
+    or `?lastEventId=`), eviction of a client that cannot keep up, the client
+    limit, order, and a `shutdown` event when the application stops. Without
+    `topics`, the query's `topic` parameters choose, as for `GET /events`. A
+    refusal is raised as a JSON `web.HTTPException` (400 for a bad topic, 503 at
+    the client limit).
+    """
+    if isinstance(topics, str):
+        raise TypeError(f"topics is a list of names, not one string: topics=[{topics!r}]")
+    broker, settings, policy = _parts(request)
     try:
         admitted = stream_core.admit(
-            broker, settings, request.app[POLICY], request.query, request.headers
+            broker,
+            settings,
+            policy,
+            request.query,
+            request.headers,
+            topics=None if topics is None else list(topics),
         )
     except Refusal as refusal:
         raise ApiError(refusal.status, refusal.message, refusal.headers) from None
@@ -59,6 +88,18 @@ async def events(request: web.Request) -> web.StreamResponse:
     finally:
         stream.close()
     return response
+
+
+def _parts(request: web.Request) -> tuple[Broker, Settings, Policy]:
+    """The broker and its rules, from the request's application or one it is
+    mounted in: a user's handler sits in the application that was set up, a
+    `GET /events` route in the sub-application `setup` adds."""
+    config = request.config_dict
+    if BROKER not in config:
+        raise RuntimeError(
+            "no broker on this application: call broadcaster.setup(app) before serving it"
+        )
+    return config[BROKER], config[SETTINGS], config[POLICY]
 
 
 def _can_go_direct(response: web.StreamResponse) -> bool:

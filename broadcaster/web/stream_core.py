@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -82,14 +82,18 @@ def admit(
     headers: Mapping[str, str],
     *,
     count: bool = True,
+    topics: Collection[str] | None = None,
 ) -> StreamRequest:
     """The one check every stream request passes, whichever door it came in by;
     raises `Refusal` saying what is wrong.
 
     `count` says whether a token refusal is counted in the metrics: the front
     door hands a refused request to aiohttp's handler, which counts it.
+    `topics`, when given, are followed instead of the query's (an application's
+    own handler chose them); they are held to the same rule.
     """
-    topics = topics_from_query(query, settings.max_topics, settings.max_topic_length)
+    names = query.getall("topic", [DEFAULT_TOPIC]) if topics is None else list(topics)
+    topics = checked_topics(names, settings.max_topics, settings.max_topic_length)
     expires = authorize(policy, topics, headers, query, count)
     check_capacity(broker, settings)
     return StreamRequest(
@@ -122,8 +126,10 @@ def authorize(
         raise Refusal(refusal.status, refusal.message, tokens.challenge(refusal)) from None
 
 
-def topics_from_query(query: MultiMapping[str], max_topics: int, max_length: int) -> frozenset[str]:
-    names = query.getall("topic", [DEFAULT_TOPIC])
+def checked_topics(names: list[str], max_topics: int, max_length: int) -> frozenset[str]:
+    """`names` as one shared set, or a `Refusal` saying which rule they break."""
+    if not names:
+        raise Refusal(400, "no topic to follow: give at least one")
     if len(names) > max_topics:
         raise Refusal(
             400, f"too many topics: {len(names)} given, at most {max_topics} (--max-topics)"
