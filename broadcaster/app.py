@@ -10,14 +10,15 @@ from aiohttp import web
 
 from broadcaster.fanout.broker import Backend, Broker, open_store
 from broadcaster.fanout.heartbeat import run_heartbeat
+from broadcaster.fanout.mercure_router import Router
 from broadcaster.fanout.ticker import run_ticker
 from broadcaster.jobs import routes as job_routes
 from broadcaster.jobs.registry import Jobs, is_job_topic, metrics_label
 from broadcaster.ops.config import Settings, policy_for
 from broadcaster.ops.metrics import Metrics
-from broadcaster.web import cors, pages, publish, slow_work, status, stream
+from broadcaster.web import cors, mercure, pages, publish, slow_work, status, stream
 from broadcaster.web.errors import json_error_body
-from broadcaster.web.keys import BROKER, JOBS, METRICS, POLICY, SETTINGS, STOPPING
+from broadcaster.web.keys import BROKER, JOBS, MERCURE, METRICS, POLICY, SETTINGS, STOPPING
 from broadcaster.web.stream_core import SHUTDOWN_DATA
 from broadcaster.wire.events import Frame
 
@@ -46,6 +47,8 @@ def create_app(settings: Settings, backend: Backend | None = None) -> web.Applic
     app[BROKER] = broker
     app[METRICS] = metrics
     app[POLICY] = policy
+    router = app[MERCURE] = Router(lambda topic: bool(policy.needs_token([topic])))
+    broker.add_tap(router.pick)
     app[JOBS] = Jobs(broker, settings.data_dir, lambda topic: bool(policy.needs_token([topic])))
     app[STOPPING] = asyncio.Event()
     app.cleanup_ctx.append(_background_tasks)
@@ -76,7 +79,9 @@ def _add_routes(app: web.Application) -> None:
     app.router.add_get("/jobs", job_routes.list_jobs)
     app.router.add_get("/jobs/{id}", job_routes.get_job)
     app.router.add_get("/long", slow_work.stream_slow_work)
-    for path in ("/events", "/publish", "/jobs", "/jobs/{id}", "/healthz", "/long"):
+    app.router.add_get(mercure.PATH, mercure.subscribe)
+    app.router.add_post(mercure.PATH, mercure.publish)
+    for path in ("/events", "/publish", "/jobs", "/jobs/{id}", "/healthz", "/long", mercure.PATH):
         app.router.add_route("OPTIONS", path, cors.preflight)
 
 

@@ -21,7 +21,7 @@ from broadcaster.fanout.stores.base import Backend as Backend
 from broadcaster.fanout.stores.base import BackendUnavailable as BackendUnavailable
 from broadcaster.fanout.stores.base import Replay
 from broadcaster.fanout.stores.memory import MemoryBackend
-from broadcaster.wire.events import Event, EventId, Frame
+from broadcaster.wire.events import Event, EventId, Frame, Mercure
 
 log = logging.getLogger("broadcaster.broker")
 
@@ -212,6 +212,11 @@ class BrokerStats:
         self.published[topic] += events
 
 
+Tap = Callable[[Event], Iterable[Collection[Subscription]]]
+"""Picks, for one event, subscribers that follow something other than its topic
+(Mercure's matchers): the broker offers them the event and evicts the full."""
+
+
 class Broker:
     """The one way to the event store: publish, replay, subscribe, and the
     store's health and leadership; and the fan-out of every event it feeds back."""
@@ -231,6 +236,7 @@ class Broker:
         self._all: set[Subscription] = set()
         self._closed = False
         self._batch: list[Event] | None = None
+        self._taps: list[Tap] = []
 
     @property
     def name(self) -> str:
@@ -274,10 +280,20 @@ class Broker:
         """
         return Subscription(self, frozenset(topics), self._queue_size, transport, on_backlog)
 
-    async def publish(self, topic: str, data: str, type: str | None = None) -> Event:
-        return await self._backend.publish(topic, data, type)
+    async def publish(
+        self, topic: str, data: str, type: str | None = None, mercure: Mercure | None = None
+    ) -> Event:
+        return await self._backend.publish(topic, data, type, mercure)
 
-    async def replay(self, last: EventId, topics: Collection[str]) -> Replay:
+    def add_tap(self, tap: Tap) -> None:
+        """Also fan every event out to the subscribers `tap` picks for it."""
+        self._taps.append(tap)
+
+    async def find(self, custom_id: str) -> EventId | None:
+        """The id of the oldest event in the history published with `custom_id`."""
+        return await self._backend.find(custom_id)
+
+    async def replay(self, last: EventId | None, topics: Collection[str] | None) -> Replay:
         replay = await self._backend.since(last, topics)
         if replay.complete:
             self.stats.replays += 1
@@ -328,8 +344,12 @@ class Broker:
         subs = self._by_topic.get(topic, ())
         frame = events[0].frame if len(events) == 1 else Frame.joined([e.frame for e in events])
         delivered = self._offer_all(subs, frame)
+        tapped = sum(
+            self._offer_all(subs, e.frame) for tap in self._taps for e in events for subs in tap(e)
+        )
         self.stats.count_published(topic, len(events))
-        self.stats.deliveries += delivered * len(events)
+        self.stats.deliveries += delivered * len(events) + tapped
+        delivered += tapped
         if self._on_fanout is not None:
             self._on_fanout(time.perf_counter() - started)
         # With nobody listening, a line per tick is noise; the Go example's
