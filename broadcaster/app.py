@@ -43,6 +43,7 @@ def create_app(settings: Settings, backend: Backend | None = None) -> web.Applic
     app.on_response_prepare.append(json_error_body)
     app.on_response_prepare.append(pages.security_headers)
     app.on_response_prepare.append(cors.cors_headers)
+    app.on_response_prepare.append(mercure.discovery)
     app[SETTINGS] = settings
     app[BROKER] = broker
     app[METRICS] = metrics

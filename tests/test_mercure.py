@@ -274,3 +274,26 @@ async def test_refusals_follow_rfc_6750_and_publish_nothing(memory_server: Serve
         async with session.get(f"{base}{HUB}?match=x", headers=bad) as response:
             assert response.status == 401
             assert 'error="invalid_token"' in response.headers["WWW-Authenticate"]
+
+
+async def test_the_page_and_the_hub_name_the_hub(memory_server: ServerProcess) -> None:
+    link = '</.well-known/mercure>; rel="mercure"'
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{memory_server.url}/") as page:
+            assert page.headers["Link"] == link
+        async with subscribed(session, memory_server.url, [("match", "t")]) as stream:
+            assert stream.response.headers["Link"] == link
+
+
+async def test_mercure_streams_get_heartbeats_and_the_shutdown_event(
+    server_process: ServerFactory,
+) -> None:
+    server = server_process("--tick-interval", "3600", "--heartbeat-interval", "0.2")
+    async with (
+        aiohttp.ClientSession() as session,
+        subscribed(session, server.url, [("match_urlpattern", BOOKS)]) as stream,
+    ):
+        beat = await stream.response.content.readuntil(b"\n\n")
+        assert beat.startswith(b":"), beat
+        server.terminate()
+        assert [e.event for e in await stream.rest()] == ["shutdown"]

@@ -45,9 +45,15 @@ RESERVED_TYPES = RESERVED_EVENT_TYPES | {"mercure"}
 _UNRESERVED = re.compile(r"%(2[dDeE]|3[0-9]|[46][1-9a-fA-F]|[57][0-9aA]|5[fF]|7[eE])")
 
 
-def discovery_link(base: str) -> str:
-    """The `Link` header value a page names the hub with."""
-    return f'<{base}{PATH}>; rel="mercure"'
+DISCOVERY = f'<{PATH}>; rel="mercure"'
+"""The hub link (relative: RFC 8288 resolves it against the page's URL)."""
+DISCOVERED = frozenset({"/", PATH})
+
+
+async def discovery(request: web.BaseRequest, response: web.StreamResponse) -> None:
+    """An `on_response_prepare` hook: the page and the hub's own answers name the hub."""
+    if request.path in DISCOVERED and response.status < 400:
+        response.headers.setdefault("Link", DISCOVERY)
 
 
 # -- publishing -------------------------------------------------------------
