@@ -297,3 +297,14 @@ async def test_mercure_streams_get_heartbeats_and_the_shutdown_event(
         assert beat.startswith(b":"), beat
         server.terminate()
         assert [e.event for e in await stream.rest()] == ["shutdown"]
+
+
+async def test_a_native_stream_resumes_after_a_mercure_update_s_own_id(
+    server: ServerProcess,
+) -> None:
+    async with aiohttp.ClientSession() as session:
+        await published(session, server.url, ("topic", "news"), ("data", "one"), ("id", "urn:x"))
+        await published(session, server.url, ("topic", "news"), ("data", "two"))
+        headers = {"Last-Event-ID": "urn:x"}
+        async with session.get(f"{server.url}/events?topic=news", headers=headers) as native:
+            assert [e.data for e in await Stream(native).events(1)] == ["two"]
