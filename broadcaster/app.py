@@ -49,7 +49,7 @@ def create_app(settings: Settings, backend: Backend | None = None) -> web.Applic
     app[METRICS] = metrics
     app[POLICY] = policy
     router = app[MERCURE] = Router(lambda topic: bool(policy.needs_token([topic])))
-    broker.add_tap(router.pick)
+    broker.add_tap(router.tap)
     app[JOBS] = Jobs(broker, settings.data_dir, lambda topic: bool(policy.needs_token([topic])))
     app[STOPPING] = asyncio.Event()
     app.cleanup_ctx.append(_background_tasks)

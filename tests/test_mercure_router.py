@@ -41,9 +41,11 @@ def test_each_distinct_pattern_is_evaluated_once_per_event(
         return real(pattern, topic)
 
     monkeypatch.setattr(mercure_router, "url_matches", counting)
-    [picked] = router.pick(update("https://example.com/books/1"))
+    event = update("https://example.com/books/1")
+    [(frame, picked)] = router.tap([event, event, event])
     assert len(picked) == 100
     assert len(calls) == 101 == len(set(calls))
+    assert bytes(frame.data) == bytes(event.frame.data) * 3
 
 
 def test_a_private_update_goes_to_readers_of_any_of_its_topics() -> None:
@@ -58,8 +60,8 @@ def test_a_private_update_goes_to_readers_of_any_of_its_topics() -> None:
     event = update(
         "https://example.com/books/1", "https://example.com/users/42/books/1", private=True
     )
-    [picked] = router.pick(event)
+    [(_, picked)] = router.tap([event])
     assert picked == [reader.sub]
     assert [router.wants(f, event) for f in (anonymous, reader, other)] == [False, True, False]
     router.remove(reader)
-    assert router.pick(event) == [[]]
+    assert router.tap([event]) == [(event.frame, [])]

@@ -212,9 +212,10 @@ class BrokerStats:
         self.published[topic] += events
 
 
-Tap = Callable[[Event], Iterable[Collection[Subscription]]]
-"""Picks, for one event, subscribers that follow something other than its topic
-(Mercure's matchers): the broker offers them the event and evicts the full."""
+Tap = Callable[[list[Event]], Iterable[tuple[Frame, Collection[Subscription]]]]
+"""Picks, for a run of events, subscribers that follow something other than
+their topic (Mercure's matchers), with the frame each group gets: the broker
+offers it to them and evicts the full."""
 
 
 class Broker:
@@ -345,7 +346,9 @@ class Broker:
         frame = events[0].frame if len(events) == 1 else Frame.joined([e.frame for e in events])
         delivered = self._offer_all(subs, frame)
         tapped = sum(
-            self._offer_all(subs, e.frame) for tap in self._taps for e in events for subs in tap(e)
+            self._offer_all(subs, tapped_frame) * (len(tapped_frame.parts) or 1)
+            for tap in self._taps
+            for tapped_frame, subs in tap(events)
         )
         self.stats.count_published(topic, len(events))
         self.stats.deliveries += delivered * len(events) + tapped

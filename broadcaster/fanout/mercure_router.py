@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import groupby
 
 from broadcaster.fanout.broker import Subscription
-from broadcaster.wire.events import Event
+from broadcaster.wire.events import Event, Frame
 from broadcaster.wire.matchers import EXACT, WILDCARD, Matcher, url_matches
 
 Reader = Callable[[str], bool]
@@ -57,20 +58,34 @@ class Router:
         index = self._exact if matcher.kind == EXACT else self._patterns
         return index.setdefault(matcher.value, set())
 
-    def pick(self, event: Event) -> list[list[Subscription]]:
-        """The broker's tap: the subscriptions `event` goes to."""
+    def tap(self, events: list[Event]) -> list[tuple[Frame, list[Subscription]]]:
+        """The broker's tap. Consecutive events with the same topics and privacy
+        go to the same subscribers: they are picked once and sent as one frame,
+        one write per subscriber, as the broker does for native streams."""
         if not (self._exact or self._patterns or self._everything):
             return []
+        groups: list[tuple[Frame, list[Subscription]]] = []
+        for (topics, private), run in groupby(events, self._key):
+            frames = [event.frame for event in run]
+            frame = frames[0] if len(frames) == 1 else Frame.joined(frames)
+            groups.append((frame, self.pick(topics, private)))
+        return groups
+
+    def _key(self, event: Event) -> tuple[tuple[str, ...], bool]:
         topics = self.topics(event)
+        return topics, self.is_private(event, topics)
+
+    def pick(self, topics: tuple[str, ...], private: bool) -> list[Subscription]:
+        """The subscriptions an update of `topics` goes to."""
         found = set(self._everything)
         for topic in topics:
             found.update(self._exact.get(topic, ()))
         for pattern, followers in self._patterns.items():
             if any(url_matches(pattern, topic) for topic in topics):
                 found.update(followers)
-        if self.is_private(event, topics):
+        if private:
             found = {f for f in found if may_read(f, topics)}
-        return [[f.sub for f in found if not f.sub.evicted]]
+        return [f.sub for f in found if not f.sub.evicted]
 
     def wants(self, follower: Follower, event: Event) -> bool:
         """Whether `follower` gets `event`: for a replay, which is rare enough
