@@ -308,3 +308,27 @@ async def test_a_native_stream_resumes_after_a_mercure_update_s_own_id(
         headers = {"Last-Event-ID": "urn:x"}
         async with session.get(f"{server.url}/events?topic=news", headers=headers) as native:
             assert [e.data for e in await Stream(native).events(1)] == ["two"]
+
+
+async def test_a_private_update_crosses_instances_through_redis(
+    server_process: ServerFactory, redis_server: RedisServer
+) -> None:
+    reader = token(details("subscribe", ("https://example.com/users/42/*", "urlpattern")))
+    args = ("--tick-interval", "3600", "--redis-url", redis_server.url)
+    env = {"BROADCASTER_JWT_SECRET": SECRET}
+    one, two = server_process(*args, env=env), server_process(*args, env=env)
+    canonical, alternate = "https://example.com/books/1", "https://example.com/users/42/books/1"
+    async with (
+        aiohttp.ClientSession() as session,
+        subscribed(
+            session, two.url, [("match_urlpattern", BOOKS)], {"Authorization": f"Bearer {reader}"}
+        ) as stream,
+    ):
+        update_id = await published(
+            session, one.url,
+            ("topic", canonical), ("topic", alternate), ("private", "on"),
+            ("id", "urn:crossing"), ("type", "book"), ("data", "across"),
+        )  # fmt: skip
+        [event] = await stream.events(1)
+        assert (event.id, event.event, event.data) == (update_id, "book", "across")
+        assert update_id == "urn:crossing"
