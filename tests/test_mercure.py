@@ -261,6 +261,9 @@ async def test_refusals_follow_rfc_6750_and_publish_nothing(memory_server: Serve
             missing = await publish(session, base, fields, bearer=None)
             assert missing.status == 401
             assert missing.headers["WWW-Authenticate"] == 'Bearer realm="broadcaster"'
+            # The spec forbids the query parameter /events takes: not suggested here.
+            assert "Authorization: Bearer" in missing.body
+            assert "access_token" not in missing.body
             invalid = await publish(session, base, fields, bearer=forged)
             assert invalid.status == 401
             assert 'error="invalid_token"' in invalid.headers["WWW-Authenticate"]

@@ -38,6 +38,7 @@ from broadcaster.wire.matchers import BASE, EXACT, URLPATTERN, InvalidMatcher, M
 PATH = "/.well-known/mercure"
 COOKIES = ("__Secure-mercure_access_token", "mercureAuthorization")
 """The cookie the spec recommends, and the one the reference hub reads."""
+HOW_TO_SEND = f"send 'Authorization: Bearer <token>' or the {COOKIES[1]!r} cookie"
 MATCH_PARAMETERS = {"match": EXACT, "match_exact": EXACT, "match_urlpattern": URLPATTERN}
 EARLIEST = "earliest"
 LAST_EVENT_ID_HEADER = "Mercure-Last-Event-ID"
@@ -212,6 +213,8 @@ def authorize_publisher(
         )
     if token is not None and publish_token is not None and _same(token, publish_token):
         return None
+    if token is None:
+        refuse(policy, Refusal(401, "missing", f"publishing needs a token: {HOW_TO_SEND}"))
     if token == "":
         refuse(
             policy, Refusal(401, "malformed", "the Authorization header is not 'Bearer <token>'")
