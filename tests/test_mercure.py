@@ -335,3 +335,24 @@ async def test_a_private_update_crosses_instances_through_redis(
         [event] = await stream.events(1)
         assert (event.id, event.event, event.data) == (update_id, "book", "across")
         assert update_id == "urn:crossing"
+
+
+async def test_native_private_topics_are_private_to_mercure_subscribers_too(
+    memory_server: ServerProcess,
+) -> None:
+    native_token = token({"broadcaster": {"subscribe": ["user.1"], "publish": []}})
+    query = [("match", "user.1"), ("match", "news")]
+    async with (
+        aiohttp.ClientSession() as session,
+        subscribed(session, memory_server.url, query) as anonymous,
+        subscribed(
+            session, memory_server.url, query, {"Authorization": f"Bearer {native_token}"}
+        ) as user,
+    ):
+        for topic in ("user.1", "news"):
+            async with session.post(
+                f"{memory_server.url}/publish", json={"topic": topic, "data": topic}
+            ) as answer:
+                assert answer.status == 200, await answer.text()
+        assert [e.data for e in await anonymous.events(1)] == ["news"]
+        assert [e.data for e in await user.events(2)] == ["user.1", "news"]
