@@ -19,14 +19,15 @@ from aiohttp import web
 
 from broadcaster.fanout.broker import Backend, Broker, open_store
 from broadcaster.fanout.heartbeat import run_heartbeat
+from broadcaster.fanout.mercure_router import Router
 from broadcaster.fanout.ticker import run_ticker
 from broadcaster.jobs import routes as job_routes
 from broadcaster.jobs.registry import Jobs, is_job_topic, metrics_label
 from broadcaster.ops.config import Settings, policy_for
 from broadcaster.ops.metrics import Metrics
-from broadcaster.web import cors, pages, publish, slow_work, status, stream
+from broadcaster.web import cors, mercure, pages, publish, slow_work, status, stream
 from broadcaster.web.errors import json_error_body
-from broadcaster.web.keys import BROKER, JOBS, METRICS, POLICY, SETTINGS, STOPPING
+from broadcaster.web.keys import BROKER, JOBS, MERCURE, METRICS, POLICY, SETTINGS, STOPPING
 from broadcaster.web.stream_core import SHUTDOWN_DATA
 from broadcaster.wire.events import Frame
 
@@ -41,9 +42,11 @@ class Features:
     jobs: bool = False
     page: bool = False
     """The demo page and `/long`: its scripts ask for root paths, so only at the root."""
+    mercure: bool = False
+    """The Mercure hub at `/.well-known/mercure`, the path its clients discover."""
 
 
-STANDALONE = Features(ticker=True, jobs=True, page=True)
+STANDALONE = Features(ticker=True, jobs=True, page=True, mercure=True)
 
 
 def create_app(settings: Settings, backend: Backend | None = None) -> web.Application:
@@ -116,6 +119,10 @@ def _install(
     app[BROKER] = broker
     app[METRICS] = metrics
     app[POLICY] = policy
+    if features.mercure:
+        router = app[MERCURE] = Router(lambda topic: bool(policy.needs_token([topic])))
+        broker.add_tap(router.tap)
+        app.on_response_prepare.append(mercure.discovery)
     app[STOPPING] = asyncio.Event()
     if features.jobs:
         app[JOBS] = Jobs(broker, settings.data_dir, lambda t: bool(policy.needs_token([t])))
@@ -145,6 +152,10 @@ def _add_routes(app: web.Application, features: Features) -> None:
     if features.page:
         _add_page(app)
         preflighted.append("/long")
+    if features.mercure:
+        app.router.add_get(mercure.PATH, mercure.subscribe)
+        app.router.add_post(mercure.PATH, mercure.publish)
+        preflighted.append(mercure.PATH)
     for path in preflighted:
         app.router.add_route("OPTIONS", path, cors.preflight)
 

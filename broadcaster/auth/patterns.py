@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from broadcaster.wire.matchers import EXACT, Matcher
+from broadcaster.wire.matchers import WILDCARD as MATCH_ALL
 from broadcaster.wire.topics import InvalidTopic, check_topic
 
 WILDCARD = "*"
@@ -26,6 +28,8 @@ class Patterns:
 
     exact: frozenset[str] = frozenset()
     prefixes: tuple[str, ...] = ()
+    matchers: tuple[Matcher, ...] = ()
+    """Mercure's URL patterns, from a token's Mercure grants."""
 
     @classmethod
     def parse(cls, patterns: Iterable[str]) -> Patterns:
@@ -36,11 +40,41 @@ class Patterns:
             (prefixes if starred else exact).add(prefix)
         return cls(frozenset(exact), tuple(sorted(prefixes)))
 
+    @classmethod
+    def of_matchers(cls, matchers: Iterable[Matcher]) -> Patterns:
+        """Mercure's matchers: exact topics join the set, `*` covers everything."""
+        exact: set[str] = set()
+        prefixes: set[str] = set()
+        patterns: list[Matcher] = []
+        for matcher in matchers:
+            if matcher.value == MATCH_ALL:
+                prefixes.add("")
+            elif matcher.kind == EXACT:
+                exact.add(matcher.value)
+            elif matcher not in patterns:
+                patterns.append(matcher)
+        return cls(frozenset(exact), tuple(sorted(prefixes)), tuple(patterns))
+
+    def __or__(self, other: Patterns) -> Patterns:
+        if not other:
+            return self
+        if not self:
+            return other
+        return Patterns(
+            self.exact | other.exact,
+            tuple(sorted({*self.prefixes, *other.prefixes})),
+            tuple(dict.fromkeys((*self.matchers, *other.matchers))),
+        )
+
     def __bool__(self) -> bool:
-        return bool(self.exact or self.prefixes)
+        return bool(self.exact or self.prefixes or self.matchers)
 
     def covers(self, topic: str) -> bool:
-        return topic in self.exact or topic.startswith(self.prefixes)
+        return (
+            topic in self.exact
+            or topic.startswith(self.prefixes)
+            or any(matcher.matches(topic) for matcher in self.matchers)
+        )
 
 
 def _split(pattern: object) -> tuple[str, bool]:

@@ -5,6 +5,13 @@ The claim this server reads (the shape follows Mercure's `mercure` claim):
     {"exp": 1767225600,
      "broadcaster": {"subscribe": ["user.42.*", "jobs"], "publish": ["user.42.chat"]}}
 
+Mercure's grants are read too, into the same `Grant`: the
+`authorization_details` claim (RFC 9396, entries of type
+`https://mercure.rocks/authorization-detail` with `actions` and `topics`
+matchers; entries of other types are someone else's and ignored) and the older
+`mercure: {"publish": [...], "subscribe": [...]}` claim, whose entries are exact
+topics or `*`. A malformed Mercure entry refuses the whole token.
+
 `exp` is required; `aud` and `iss` are checked when `--jwt-audience` and
 `--jwt-issuer` are set (a token naming an audience is refused by a server that
 names none). Both lists are optional and hold topic patterns (`patterns.py`).
@@ -25,8 +32,15 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from broadcaster.auth.patterns import InvalidPattern, Patterns
+from broadcaster.wire.matchers import EXACT, InvalidMatcher, Matcher
 
 CLAIM = "broadcaster"
+MERCURE_CLAIM = "mercure"
+DETAILS_CLAIM = "authorization_details"
+MERCURE_DETAIL = "https://mercure.rocks/authorization-detail"
+ACTIONS = ("subscribe", "publish")
+MAX_DETAILS = 64
+MAX_DETAIL_TOPICS = 256
 MAX_TOKEN_LENGTH = 4096  # what browsers keep in one cookie
 MIN_SECRET_BYTES = 32  # RFC 7518 section 3.2, for HS256
 CACHED_TOKENS = 4096
@@ -49,8 +63,11 @@ class Refusal(Exception):
         self.status, self.reason, self.message = status, reason, message
 
 
-def challenge(refusal: Refusal) -> dict[str, str]:
-    """The headers a refusal's answer carries: `WWW-Authenticate` on a 401."""
+def challenge(refusal: Refusal, on_403: bool = False) -> dict[str, str]:
+    """The headers a refusal's answer carries: `WWW-Authenticate` on a 401, and
+    on a 403 too when `on_403` (Mercure's endpoint: RFC 6750's insufficient_scope)."""
+    if on_403 and refusal.status == 403:
+        return {"WWW-Authenticate": 'Bearer realm="broadcaster", error="insufficient_scope"'}
     if refusal.status != 401:
         return {}
     # RFC 6750 section 3: a missing token gets no error code.
@@ -156,11 +173,72 @@ def grant(claims: Mapping[str, Any]) -> Grant:
     if not isinstance(claim, Mapping):
         raise invalid("bad_claim", f"the token's {CLAIM!r} claim is not an object")
     try:
-        return Grant(
-            _patterns(claim, "subscribe"), _patterns(claim, "publish"), float(claims["exp"])
-        )
+        subscribe, publish = _patterns(claim, "subscribe"), _patterns(claim, "publish")
+        expires = float(claims["exp"])
     except (InvalidPattern, TypeError, ValueError) as error:
         raise invalid("bad_claim", f"the token's {CLAIM!r} claim: {error}") from None
+    mercure = mercure_grants(claims)
+    return Grant(subscribe | mercure["subscribe"], publish | mercure["publish"], expires)
+
+
+def mercure_grants(claims: Mapping[str, Any]) -> dict[str, Patterns]:
+    """What a token's Mercure claims allow, by action; a `Refusal` when malformed."""
+    found: dict[str, list[Matcher]] = {action: [] for action in ACTIONS}
+    try:
+        _legacy(claims.get(MERCURE_CLAIM), found)
+        _details(claims.get(DETAILS_CLAIM), found)
+    except (InvalidMatcher, TypeError, ValueError) as error:
+        raise invalid("bad_claim", f"the token's Mercure grants: {error}") from None
+    return {action: _matched(tuple(matchers)) for action, matchers in found.items()}
+
+
+def _legacy(claim: object, found: dict[str, list[Matcher]]) -> None:
+    if claim is None:
+        return
+    if not isinstance(claim, Mapping):
+        raise ValueError(f"the {MERCURE_CLAIM!r} claim is not an object")
+    for action in ACTIONS:
+        listed = claim.get(action, [])
+        if not isinstance(listed, list) or not all(isinstance(t, str) for t in listed):
+            raise ValueError(f"{MERCURE_CLAIM}.{action} is not a list of topics")
+        found[action] += [Matcher.parse(EXACT, topic) for topic in listed]
+
+
+def _details(claim: object, found: dict[str, list[Matcher]]) -> None:
+    if claim is None:
+        return
+    if not isinstance(claim, list) or len(claim) > MAX_DETAILS:
+        raise ValueError(f"{DETAILS_CLAIM!r} is not a list of at most {MAX_DETAILS} objects")
+    for detail in claim:
+        if not isinstance(detail, Mapping):
+            raise ValueError(f"an entry of {DETAILS_CLAIM!r} is not an object")
+        if detail.get("type") != MERCURE_DETAIL:
+            continue  # RFC 9396: another API's grant
+        actions, topics = detail.get("actions"), detail.get("topics")
+        if not (isinstance(actions, list) and actions and all(isinstance(a, str) for a in actions)):
+            raise ValueError("a Mercure detail's 'actions' is not a non-empty list of strings")
+        if not (isinstance(topics, list) and 0 < len(topics) <= MAX_DETAIL_TOPICS):
+            raise ValueError(
+                f"a Mercure detail's 'topics' is not a list of 1 to {MAX_DETAIL_TOPICS} matchers"
+            )
+        matchers = [_matcher(topic) for topic in topics]
+        for action in ACTIONS:
+            if action in actions:  # unknown actions grant nothing (the spec)
+                found[action] += matchers
+
+
+def _matcher(entry: object) -> Matcher:
+    if not isinstance(entry, Mapping):
+        raise ValueError("a topic matcher is not an object")
+    match, kind = entry.get("match"), entry.get("match_type", EXACT)
+    if not isinstance(match, str) or not isinstance(kind, str):
+        raise ValueError("a topic matcher's 'match' and 'match_type' are not strings")
+    return Matcher.parse(kind, match)
+
+
+@lru_cache(maxsize=1024)
+def _matched(matchers: tuple[Matcher, ...]) -> Patterns:
+    return Patterns.of_matchers(matchers)
 
 
 def _patterns(claim: Mapping[str, Any], name: str) -> Patterns:

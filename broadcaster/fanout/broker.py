@@ -21,7 +21,7 @@ from broadcaster.fanout.stores.base import Backend as Backend
 from broadcaster.fanout.stores.base import BackendUnavailable as BackendUnavailable
 from broadcaster.fanout.stores.base import Replay
 from broadcaster.fanout.stores.memory import MemoryBackend
-from broadcaster.wire.events import Event, EventId, Frame
+from broadcaster.wire.events import Event, EventId, Frame, Mercure
 from broadcaster.wire.topics import DEFAULT_MAX_LENGTH, check_topic
 
 log = logging.getLogger("broadcaster.broker")
@@ -216,6 +216,12 @@ class BrokerStats:
         self.published[topic] += events
 
 
+Tap = Callable[[list[Event]], Iterable[tuple[Frame, Collection[Subscription]]]]
+"""Picks, for a run of events, subscribers that follow something other than
+their topic (Mercure's matchers), with the frame each group gets: the broker
+offers it to them and evicts the full."""
+
+
 class Broker:
     """The one way to the event store: publish, replay, subscribe, and the
     store's health and leadership; and the fan-out of every event it feeds back.
@@ -245,6 +251,7 @@ class Broker:
         self._all: set[Subscription] = set()
         self._closed = False
         self._batch: list[Event] | None = None
+        self._taps: list[Tap] = []
 
     @property
     def name(self) -> str:
@@ -289,14 +296,32 @@ class Broker:
         """
         return Subscription(self, frozenset(topics), self._queue_size, transport, on_backlog)
 
-    async def publish(self, topic: str, data: str, event: str | None = None) -> Event:
+    async def publish(
+        self,
+        topic: str,
+        data: str,
+        event: str | None = None,
+        mercure: Mercure | None = None,
+    ) -> Event:
         """Store an event and return it, with its id (`str(event.id)`); its
         subscribers get it once the store feeds it back, in id order. `event` is
         its type (None: `message`). Raises `InvalidTopic` for a name no stream
-        could follow, and `BackendUnavailable` when the store cannot take it."""
-        return await self._backend.publish(check_topic(topic, self._max_topic_length), data, event)
+        could follow, and `BackendUnavailable` when the store cannot take it.
+        A Mercure update (`mercure`) was checked by the hub: its topics are
+        any strings, URLs included."""
+        if mercure is None:
+            topic = check_topic(topic, self._max_topic_length)
+        return await self._backend.publish(topic, data, event, mercure)
 
-    async def replay(self, last: EventId, topics: Collection[str]) -> Replay:
+    def add_tap(self, tap: Tap) -> None:
+        """Also fan every event out to the subscribers `tap` picks for it."""
+        self._taps.append(tap)
+
+    async def find(self, custom_id: str) -> EventId | None:
+        """The id of the oldest event in the history published with `custom_id`."""
+        return await self._backend.find(custom_id)
+
+    async def replay(self, last: EventId | None, topics: Collection[str] | None) -> Replay:
         replay = await self._backend.since(last, topics)
         if replay.complete:
             self.stats.replays += 1
@@ -347,8 +372,14 @@ class Broker:
         subs = self._by_topic.get(topic, ())
         frame = events[0].frame if len(events) == 1 else Frame.joined([e.frame for e in events])
         delivered = self._offer_all(subs, frame)
+        tapped = sum(
+            self._offer_all(subs, tapped_frame) * (len(tapped_frame.parts) or 1)
+            for tap in self._taps
+            for tapped_frame, subs in tap(events)
+        )
         self.stats.count_published(topic, len(events))
-        self.stats.deliveries += delivered * len(events)
+        self.stats.deliveries += delivered * len(events) + tapped
+        delivered += tapped
         if self._on_fanout is not None:
             self._on_fanout(time.perf_counter() - started)
         # With nobody listening, a line per tick is noise; the Go example's

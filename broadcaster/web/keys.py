@@ -8,6 +8,7 @@ from aiohttp import web
 
 from broadcaster.auth.policy import Policy
 from broadcaster.fanout.broker import Broker
+from broadcaster.fanout.mercure_router import Router
 from broadcaster.jobs.registry import Jobs
 from broadcaster.ops.config import Settings
 from broadcaster.ops.metrics import Metrics
@@ -17,6 +18,7 @@ BROKER = web.AppKey("broker", Broker)
 METRICS = web.AppKey("metrics", Metrics)
 JOBS = web.AppKey("jobs", Jobs)
 POLICY = web.AppKey("policy", Policy)
+MERCURE = web.AppKey("mercure", Router)
 STOPPING = web.AppKey("stopping", asyncio.Event)
 """Set when the server starts shutting down: streams that are not the broker's
 (`/long`) end on it."""

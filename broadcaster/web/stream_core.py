@@ -193,8 +193,12 @@ async def opening(
     try:
         last = EventId.parse(last_id)
     except ValueError as error:
-        newest = (await broker.replay(BEYOND_ANY_ID, topics)).newest
-        return start + _resync(str(error), newest), None
+        # A Mercure update's own id is on the wire instead of ours.
+        found = await broker.find(last_id)
+        if found is None:
+            newest = (await broker.replay(BEYOND_ANY_ID, topics)).newest
+            return start + _resync(str(error), newest), None
+        last = found
     replay = await broker.replay(last, topics)
     if not replay.complete:
         reason = (

@@ -9,6 +9,7 @@ across all topics.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -71,17 +72,69 @@ class Frame:
 
 
 @dataclass(frozen=True, slots=True)
+class Mercure:
+    """What an update published through the Mercure endpoint adds to an event."""
+
+    topics: tuple[str, ...]
+    """The canonical topic, then the alternates."""
+    private: bool = False
+    custom_id: str | None = None
+    """The publisher's own id: the one on the wire, and looked up on replay."""
+    retry: int | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {"topics": self.topics, "private": self.private, "id": self.custom_id,
+             "retry": self.retry},
+            separators=(",", ":"),
+        )  # fmt: skip
+
+    @classmethod
+    def from_json(cls, text: str) -> Mercure:
+        """Raises `ValueError` when `text` is not what `to_json` writes."""
+        value = json.loads(text)
+        topics, custom_id, retry = value["topics"], value["id"], value["retry"]
+        if not (isinstance(topics, list) and topics and all(isinstance(t, str) for t in topics)):
+            raise ValueError("topics")
+        if not (custom_id is None or isinstance(custom_id, str)):
+            raise ValueError("id")
+        if not (retry is None or isinstance(retry, int)):
+            raise ValueError("retry")
+        return cls(tuple(topics), bool(value["private"]), custom_id, retry)
+
+
+@dataclass(frozen=True, slots=True)
 class Event:
     """A published event: its topic, id, data (text) and type (None for the
     default, `message`), and its `frame`, the wire bytes every subscriber gets,
     encoded once when the event is made."""
 
     topic: str
+    """The topic native streams follow it by (a Mercure update's canonical topic,
+    or `PRIVATE_ROUTE` when no native stream may read it)."""
     id: EventId
     data: str
     type: str | None = None
+    mercure: Mercure | None = None
     frame: Frame = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        wire = sse.encode(self.data, id=str(self.id), event=self.type)
+        extra = self.mercure
+        wire = sse.encode(
+            self.data,
+            id=str(self.id) if extra is None or extra.custom_id is None else extra.custom_id,
+            event=self.type,
+            retry=None if extra is None else extra.retry,
+        )
         object.__setattr__(self, "frame", Frame.of(wire, self.id))
+
+    @property
+    def wire_id(self) -> str:
+        """The id subscribers see: the publisher's own, else ours."""
+        custom = None if self.mercure is None else self.mercure.custom_id
+        return str(self.id) if custom is None else custom
+
+
+PRIVATE_ROUTE = "(private)"
+"""The native topic of a private Mercure update no native stream is checked for:
+parentheses are not allowed in topic names, so no native stream follows it."""

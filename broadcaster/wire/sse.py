@@ -20,7 +20,9 @@ def clean_field(value: str) -> str:
     return _FIELD_UNSAFE.sub("", value)
 
 
-def encode(data: str, *, id: str | None = None, event: str | None = None) -> bytes:
+def encode(
+    data: str, *, id: str | None = None, event: str | None = None, retry: int | None = None
+) -> bytes:
     """One complete event frame, terminated by a blank line."""
     parts: list[str] = []
     if id is not None:
@@ -28,6 +30,8 @@ def encode(data: str, *, id: str | None = None, event: str | None = None) -> byt
     # An empty name means the default type, "message": leave the field out.
     if event:
         parts.append(f"event: {clean_field(event)}\n")
+    if retry is not None:
+        parts.append(f"retry: {retry}\n")
     for line in _LINE_BREAK.split(data):
         parts.append(f"data: {line}\n" if line else "data:\n")
     parts.append("\n")

@@ -6,7 +6,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Protocol
 
-from broadcaster.wire.events import Event, EventId
+from broadcaster.wire.events import Event, EventId, Mercure
 
 Deliver = Callable[[Event], None]
 
@@ -35,11 +35,17 @@ class Backend(Protocol):
     async def start(self, deliver: Deliver) -> None:
         """Begin feeding every event, in id order, to `deliver`."""
 
-    async def publish(self, topic: str, data: str, type: str | None = None) -> Event:
+    async def publish(
+        self, topic: str, data: str, type: str | None = None, mercure: Mercure | None = None
+    ) -> Event:
         """Store an event, give it the next id, and return it."""
 
-    async def since(self, last: EventId, topics: Collection[str]) -> Replay:
-        """Events of `topics` after `last`, oldest first."""
+    async def since(self, last: EventId | None, topics: Collection[str] | None) -> Replay:
+        """Events of `topics` (None: every topic) after `last` (None: the whole
+        history, which is then complete by definition), oldest first."""
+
+    async def find(self, custom_id: str) -> EventId | None:
+        """The id of the oldest event in the history published with `custom_id`."""
 
     def healthy(self) -> bool:
         """Whether the store is reachable now."""

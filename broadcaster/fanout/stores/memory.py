@@ -8,7 +8,7 @@ from collections.abc import Collection
 from itertools import islice
 
 from broadcaster.fanout.stores.base import Deliver, Replay
-from broadcaster.wire.events import Event, EventId
+from broadcaster.wire.events import Event, EventId, Mercure
 
 
 class MemoryBackend:
@@ -25,23 +25,35 @@ class MemoryBackend:
     async def start(self, deliver: Deliver) -> None:
         self._deliver = deliver
 
-    async def publish(self, topic: str, data: str, type: str | None = None) -> Event:
+    async def publish(
+        self, topic: str, data: str, type: str | None = None, mercure: Mercure | None = None
+    ) -> Event:
         self._seq += 1
-        event = Event(topic, EventId(self._epoch, self._seq), data, type)
+        event = Event(topic, EventId(self._epoch, self._seq), data, type, mercure)
         self._ring.append(event)
         if self._deliver is not None:
             self._deliver(event)
         return event
 
-    async def since(self, last: EventId, topics: Collection[str]) -> Replay:
+    async def since(self, last: EventId | None, topics: Collection[str] | None) -> Replay:
         newest = EventId(self._epoch, self._seq) if self._seq else None
         first_seq = self._seq - len(self._ring) + 1
+        if last is None:
+            last = EventId(self._epoch, first_seq - 1)
         # Seqs in the ring are contiguous, so `last` is provably gap-free exactly
         # when it lies between the event just before the ring and the newest one.
         if last.epoch != self._epoch or not first_seq - 1 <= last.seq <= self._seq:
             return Replay([], complete=False, newest=newest)
         missed = islice(self._ring, last.seq - first_seq + 1, None)
+        if topics is None:
+            return Replay(list(missed), complete=True, newest=newest)
         return Replay([e for e in missed if e.topic in topics], complete=True, newest=newest)
+
+    async def find(self, custom_id: str) -> EventId | None:
+        for event in self._ring:
+            if event.mercure is not None and event.mercure.custom_id == custom_id:
+                return event.id
+        return None
 
     def healthy(self) -> bool:
         return True

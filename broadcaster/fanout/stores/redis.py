@@ -34,7 +34,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from broadcaster.fanout.stores.base import BackendUnavailable, Deliver, Replay
-from broadcaster.wire.events import Event, EventId
+from broadcaster.wire.events import Event, EventId, Mercure
 
 log = logging.getLogger("broadcaster.redis")
 
@@ -106,10 +106,14 @@ class RedisBackend:
             loop.create_task(self._lead_forever(), name="redis ticker lease"),
         ]
 
-    async def publish(self, topic: str, data: str, type: str | None = None) -> Event:
+    async def publish(
+        self, topic: str, data: str, type: str | None = None, mercure: Mercure | None = None
+    ) -> Event:
         fields: dict[Any, Any] = {"topic": topic, "data": data}
         if type is not None:
             fields["type"] = type
+        if mercure is not None:
+            fields["mercure"] = mercure.to_json()
         try:
             if self._last is None:
                 # Or this very event could come before the reader's start.
@@ -121,9 +125,9 @@ class RedisBackend:
             self._mark_down(error)
             raise BackendUnavailable(f"Redis is unreachable ({error})") from None
         self._mark_up()
-        return Event(topic, EventId.parse(entry_id), data, type)
+        return Event(topic, EventId.parse(entry_id), data, type, mercure)
 
-    async def since(self, last: EventId, topics: Collection[str]) -> Replay:
+    async def since(self, last: EventId | None, topics: Collection[str] | None) -> Replay:
         # One transaction, so the newest id reported is exactly the newest entry the
         # range can hold: the stream drops live frames at or below it as
         # already replayed, and takes every one after it. Read apart, entries
@@ -135,7 +139,7 @@ class RedisBackend:
                 await self._take_start()
             async with self._writer.pipeline(transaction=True) as transaction:
                 transaction.xinfo_stream(STREAM)
-                transaction.xrange(STREAM, f"({last}", "+")
+                transaction.xrange(STREAM, "-" if last is None else f"({last}", "+")
                 info, entries = await transaction.execute(raise_on_error=False)
             info = self._stream_info(info)
         except RedisError as error:
@@ -144,12 +148,28 @@ class RedisBackend:
         self._mark_up()
         last_entry = info["last-entry"]
         newest = EventId.parse(last_entry[0]) if last_entry else None
-        if newest is None or last > newest or last < self._oldest_complete(info):
+        if last is not None and (
+            newest is None or last > newest or last < self._oldest_complete(info)
+        ):
             return Replay([], complete=False, newest=newest)
         if isinstance(entries, Exception):  # an id Redis refuses in XRANGE: not one of ours
             return Replay([], complete=False, newest=newest)
         events = (self._event(entry_id, fields) for entry_id, fields in cast(Entries, entries))
-        return Replay([e for e in events if e and e.topic in topics], complete=True, newest=newest)
+        kept = [e for e in events if e and (topics is None or e.topic in topics)]
+        return Replay(kept, complete=True, newest=newest)
+
+    async def find(self, custom_id: str) -> EventId | None:
+        # The history is bounded (--history), so one pass over it is too.
+        try:
+            entries = cast(Entries, await self._writer.xrange(STREAM, "-", "+"))
+        except RedisError as error:
+            self._mark_down(error)
+            return None
+        for entry_id, fields in entries:
+            event = self._event(entry_id, fields)
+            if event and event.mercure and event.mercure.custom_id == custom_id:
+                return event.id
+        return None
 
     def healthy(self) -> bool:
         return bool(self._up)
@@ -262,10 +282,12 @@ class RedisBackend:
 
     def _event(self, entry_id: str, fields: dict[str, str]) -> Event | None:
         try:
+            extra = fields.get("mercure")
             return Event(
-                fields["topic"], EventId.parse(entry_id), fields["data"], fields.get("type")
-            )
-        except (KeyError, ValueError):
+                fields["topic"], EventId.parse(entry_id), fields["data"], fields.get("type"),
+                None if extra is None else Mercure.from_json(extra),
+            )  # fmt: skip
+        except (KeyError, ValueError, TypeError):
             log.warning("Skipped stream entry %s: not a broadcaster event", entry_id)
             return None
 
