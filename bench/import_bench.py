@@ -32,7 +32,8 @@ from typing import Any
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.run import BUILD, PAGE, SERVER_CORE, Server, pin
+from bench.run import PAGE, Server
+from tests.support.load_client import BUILD, SERVER_CORE, pin
 
 COLUMNS = 10
 TICK = 0.05

@@ -20,7 +20,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.run import BUILD, LoadClient, Server, build, drain, free_port, publish_at
+from aiohttp.test_utils import unused_port
+
+from bench.run import Server, drain, publish_at
+from tests.support.load_client import BUILD, LoadClient, build
 
 CLIENTS_PER_INSTANCE = 1000
 RATES = (25, 50, 100, 200)
@@ -38,7 +41,7 @@ def command(*extra: str) -> Callable[[int], list[str]]:
 
 
 def start_redis(folder: Path) -> tuple[subprocess.Popen[bytes], int]:
-    port = free_port()
+    port = unused_port()
     binary = shutil.which("redis-server")
     if binary is None:
         sys.exit("redis-server is needed: apt-get install redis-server")

@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import json
 import os
-import resource
 import socket
 import statistics
 import subprocess
@@ -31,14 +30,14 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from aiohttp.test_utils import unused_port
+
+from tests.support.load_client import BUILD, SERVER_CORE, LoadClient, build, pin
 
 HERE = Path(__file__).resolve().parent
-BUILD = HERE / "build"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 P99_LIMIT_MS = 250.0
-SERVER_CORE, CLIENT_CORE = 0, 1
-PATH = "/events?topic=bench"
 
 
 @dataclass(frozen=True)
@@ -57,40 +56,15 @@ QUICK = Plan(2000, 5, 300, (50, 100, 200, 400, 800), 2, 2, 1)
 CAPACITY_KEYS = ("m3_rate", "m3_deliveries_per_s", "m4_cpu_s_per_million")
 
 
-def build() -> None:
-    BUILD.mkdir(exist_ok=True)
-    for name in ("loadclient", "blaster"):
-        source, binary = HERE / f"{name}.c", BUILD / name
-        if not binary.exists() or binary.stat().st_mtime < source.stat().st_mtime:
-            subprocess.run(["gcc", "-O2", "-Wall", "-o", str(binary), str(source)], check=True)
-
-
-def pin(core: int) -> Callable[[], None]:
-    def setup() -> None:
-        if (os.cpu_count() or 1) >= 2:
-            os.sched_setaffinity(0, {core})
-        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-    return setup
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @dataclass
 class Server:
     name: str
     command: Callable[[int], list[str]]
-    port: int = field(default_factory=free_port)
+    port: int = field(default_factory=unused_port)
     proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        self.port = free_port()
+        self.port = unused_port()
         self.proc = subprocess.Popen(
             self.command(self.port), preexec_fn=pin(SERVER_CORE), cwd=HERE.parent,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -126,38 +100,6 @@ SERVERS = {
         "--tick-interval", "86400", "--max-clients", "20000",
     ],
 }  # fmt: skip
-
-
-class LoadClient:
-    """The C load client, driven over its stdin/stdout."""
-
-    def __init__(self, port: int, clients: int) -> None:
-        self.proc = subprocess.Popen(
-            [str(BUILD / "loadclient"), "127.0.0.1", str(port), PATH, str(clients)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, preexec_fn=pin(CLIENT_CORE),
-        )  # fmt: skip
-        self.ready = self._line()
-
-    def _line(self) -> dict[str, Any]:
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError("load client exited")
-        answer: dict[str, Any] = json.loads(line)
-        return answer
-
-    def ask(self, command: str) -> dict[str, Any]:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(command.encode() + b"\n")
-        self.proc.stdin.flush()
-        return self._line()
-
-    def close(self) -> None:
-        self.proc.kill()
-        self.proc.wait()
-        for pipe in (self.proc.stdin, self.proc.stdout):
-            if pipe is not None:
-                pipe.close()
 
 
 async def publish_at(port: int, rate: float, seconds: float) -> int:
@@ -280,7 +222,7 @@ def medians(runs: list[Result]) -> dict[str, float]:
 
 def headroom(plan: Plan) -> dict[str, float]:
     """How fast the load client can take in frames from a trivial C server."""
-    port = free_port()
+    port = unused_port()
     blaster = subprocess.Popen(
         [str(BUILD / "blaster"), str(port), str(plan.m3_clients), str(plan.headroom_seconds)],
         stdout=subprocess.PIPE, preexec_fn=pin(SERVER_CORE),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import shutil
 import signal
 import socket
@@ -19,10 +18,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
+from aiohttp.test_utils import unused_port
 
-from bench.run import free_port
 from broadcaster.edge.server import BACKLOG, FrontDoorSite
-from broadcaster.fanout.broker import HIGH_WATER
 from broadcaster.wire.sse_parser import ServerEvent, SSEParser
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,7 +34,7 @@ class ServerProcess:
 
     args: list[str]
     log_path: Path
-    port: int = field(default_factory=free_port)
+    port: int = field(default_factory=unused_port)
     env: dict[str, str] = field(default_factory=dict)
     cwd: Path | None = None
     proc: subprocess.Popen[bytes] | None = None
@@ -98,23 +96,6 @@ class ServerProcess:
 
 ServerFactory = Callable[..., ServerProcess]
 
-_CHUNK = re.compile(rb"([0-9a-f]+)\r\n")
-
-
-def dechunk(body: bytes) -> tuple[bytes, bool]:
-    """A chunked body's payload, and whether its last chunk came."""
-    payload, pos = bytearray(), 0
-    while pos < len(body):
-        match = _CHUNK.match(body, pos)
-        assert match is not None, body[pos : pos + 40]
-        size = int(match[1], 16)
-        if size == 0:
-            return bytes(payload), True
-        payload += body[match.end() : match.end() + size]
-        assert body[match.end() + size : match.end() + size + 2] == b"\r\n"
-        pos = match.end() + size + 2
-    return bytes(payload), False
-
 
 def read_until(sock: socket.socket, marker: bytes | None, timeout: float = 10.0) -> bytes:
     """What a blocking socket receives until `marker` has arrived, or (None)
@@ -129,40 +110,6 @@ def read_until(sock: socket.socket, marker: bytes | None, timeout: float = 10.0)
             raise EOFError(f"closed before {marker!r}: {bytes(received)!r}")
         received += data
     return bytes(received)
-
-
-class RecordingSocket:
-    """Bytes in arrival order; `full` stands for a client that stopped reading."""
-
-    def __init__(self) -> None:
-        self.wire = bytearray()
-        self.direct_writes = 0
-        self.full = False
-        self.aborted = False
-        self.drained = asyncio.Event()
-
-    # The fast path's view: a transport carrying pre-framed HTTP chunks.
-    def write(self, data: bytes) -> None:
-        payload, ended = dechunk(data)
-        assert not ended
-        self.wire += payload
-        self.direct_writes += 1
-
-    def get_write_buffer_size(self) -> int:
-        return HIGH_WATER if self.full else 0
-
-    def is_closing(self) -> bool:
-        return self.aborted
-
-    def abort(self) -> None:
-        self.aborted = True
-
-    def set_full(self, full: bool) -> None:
-        self.full = full
-        if full:
-            self.drained.clear()
-        else:
-            self.drained.set()
 
 
 @pytest.fixture
@@ -239,7 +186,7 @@ async def front_door(app: web.Application) -> AsyncIterator[FrontDoorSite]:
     connections meet the front door (aiohttp's TestServer would bypass it)."""
     runner = web.AppRunner(app, handler_cancellation=True)
     await runner.setup()
-    site = FrontDoorSite(runner, "127.0.0.1", free_port(), BACKLOG)
+    site = FrontDoorSite(runner, "127.0.0.1", unused_port(), BACKLOG)
     await site.start()
     try:
         yield site
@@ -281,7 +228,7 @@ class RedisServer:
     """A real redis-server on a free port, its data in a folder of its own."""
 
     folder: Path
-    port: int = field(default_factory=free_port)
+    port: int = field(default_factory=unused_port)
     proc: subprocess.Popen[bytes] | None = None
 
     @property

@@ -8,8 +8,8 @@ import time
 
 import aiohttp
 
-from bench.run import LoadClient, build
 from tests.conftest import ServerFactory, health, wait_for
+from tests.support.load_client import LoadClient, build
 
 CLIENTS = 40
 MESSAGES = 25

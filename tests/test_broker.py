@@ -7,7 +7,8 @@ import pytest
 from broadcaster.fanout.broker import END, Broker
 from broadcaster.fanout.stores.memory import MemoryBackend
 from broadcaster.wire.events import Frame
-from tests.conftest import RecordingSocket
+from tests.support.polling import until
+from tests.support.transport import FakeTransport
 
 
 @pytest.fixture
@@ -40,7 +41,7 @@ async def test_topics_route_and_unsubscribe_cleans_up(broker: Broker) -> None:
 
 
 async def test_full_queue_evicts_only_that_subscriber(broker: Broker) -> None:
-    socket = RecordingSocket()
+    socket = FakeTransport()
     with broker.subscribe({"t"}, socket) as slow, broker.subscribe({"t"}) as fast:
         for i in range(6):
             await broker.publish("t", str(i))
@@ -83,7 +84,7 @@ async def test_events_of_one_iteration_go_out_together_in_order(broker: Broker) 
         events = [await broker.publish(topic, topic) for topic in ("a", "a", "a", "b", "a")]
         first = drain(ab.queue)
         assert first == [events[0].frame]  # the first goes out at once
-        await asyncio.sleep(0)  # the rest at the end of this loop iteration
+        await until(lambda: ab.queue is not None and not ab.queue.empty())  # the rest, joined
         joined = drain(ab.queue)
         assert [f.parts for f in joined] == [(events[1].frame, events[2].frame), (), ()]
         assert [f.id for f in joined] == [events[2].id, events[3].id, events[4].id]

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import aiohttp
 import pytest
 from aiohttp import web
+from aiohttp.test_utils import unused_port
 
-from bench.run import free_port
 from broadcaster.client.listener import retry_after_seconds
 from tests.conftest import ServerFactory, health, open_stream, wait_for
 
@@ -124,7 +124,7 @@ async def test_publish_errors_are_one_clear_line(server_process: ServerFactory) 
     )
     assert code == 1
     assert err.startswith("broadcaster publish: server answered 400: invalid topic 'bad topic'")
-    refused = f"http://127.0.0.1:{free_port()}"
+    refused = f"http://127.0.0.1:{unused_port()}"
     code, _, err = await cli("publish", "--url", refused, "--topic", "t", "x")
     assert (code, err) == (
         1,
@@ -170,7 +170,7 @@ async def test_both_commands_take_the_url_from_the_environment(
     code, _, err = await cli("publish", "--topic", "t", "x", env=from_env)
     assert (code, err) == (0, "")
     # --url wins over the variable.
-    refused = {URL_ENV: f"http://127.0.0.1:{free_port()}"}
+    refused = {URL_ENV: f"http://127.0.0.1:{unused_port()}"}
     code, _, err = await cli("publish", "--url", server.url, "--topic", "t", "x", env=refused)
     assert (code, err) == (0, "")
     async with listening("--json", "--topic", "t", env=from_env) as listener:
@@ -241,7 +241,7 @@ async def test_listen_stops_on_answers_that_retrying_cannot_change(
     app.router.add_get("/events", answer)
     runner = web.AppRunner(app)
     await runner.setup()
-    port = free_port()
+    port = unused_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     try:
         code, out, err = await cli("listen", "--url", f"http://127.0.0.1:{port}")
@@ -277,7 +277,7 @@ async def test_listen_waits_out_a_full_server_and_gets_in_when_a_slot_frees(
 
 
 async def test_listen_keeps_trying_until_the_server_is_up(server_process: ServerFactory) -> None:
-    port = free_port()
+    port = unused_port()
     url = f"http://127.0.0.1:{port}"
     async with listening("--json", "--topic", "t", "--url", url) as listener:
         notes = await listener.notes_until(lambda note: "reconnecting" in note)

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp.test_utils import unused_port
 
-from bench.run import free_port
 from tests.conftest import ServerFactory, ServerProcess, wait_for
 from tests.test_jobs import csv_bytes, upload
 
@@ -39,7 +39,7 @@ def tmpfs(folder: Path, size: str, *options: str) -> Iterator[Path]:
 
 
 def start_with(data_dir: Path) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "broadcaster", "--port", str(free_port()), *ARGS]
+    command = [sys.executable, "-m", "broadcaster", "--port", str(unused_port()), *ARGS]
     return subprocess.run(
         [*command, "--data-dir", str(data_dir)], capture_output=True, text=True, timeout=30
     )

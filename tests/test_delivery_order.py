@@ -20,20 +20,22 @@ from broadcaster.fanout.stores.memory import MemoryBackend
 from broadcaster.web.stream import pump
 from broadcaster.web.stream_core import Stream, StreamRequest
 from broadcaster.wire.events import Event, EventId, Frame
-from tests.conftest import RecordingSocket
-from tests.protocol_kit import connect, door, get
+from tests.support.front_door import connect, door, get
+from tests.support.transport import FakeTransport, chunk
 
 
 class RecordingResponse:
-    """The handler's view: `response.write`, which waits while the socket is full."""
+    """The handler's view: `response.write`, which frames a chunk and waits while
+    the socket is full, as aiohttp's does."""
 
-    def __init__(self, socket: RecordingSocket) -> None:
-        self.socket = socket
+    def __init__(self, transport: FakeTransport) -> None:
+        self.transport = transport
+        self.writes = 0
 
     async def write(self, data: bytes) -> None:
-        self.socket.wire += data
-        if self.socket.full:
-            await self.socket.drained.wait()
+        self.transport.write(chunk(data))
+        self.writes += 1
+        await self.transport.drained.wait()
 
 
 Step = tuple[str, int]
@@ -75,7 +77,7 @@ async def play(
 
 
 async def run(steps: list[Step]) -> tuple[bytes, bytes, int]:
-    socket = RecordingSocket()
+    socket = FakeTransport()
     request = StreamRequest(frozenset({"t"}), None, ())
     broker = Broker(MemoryBackend(0), queue_size=10_000)
     stream = Stream()
@@ -86,13 +88,15 @@ async def run(steps: list[Step]) -> tuple[bytes, bytes, int]:
     def offer(frame: Frame) -> None:
         assert sub.offer(frame)
 
-    expected = await play(steps, offer, lambda state: socket.set_full(bool(state)))
-    socket.set_full(False)
+    expected = await play(steps, offer, lambda state: socket.set_buffer(full=bool(state)))
+    socket.set_buffer(full=False)
     assert sub.end()
     await asyncio.wait_for(pumping, 5)
     assert stream.ending == "server shutdown"
     stream.close()
-    return bytes(socket.wire), bytes(expected), socket.direct_writes
+    wire, ended = socket.payload()
+    assert not ended
+    return wire, bytes(expected), socket.writes - response.writes
 
 
 async def run_front_door(steps: list[Step]) -> tuple[bytes, bytes]:
@@ -108,9 +112,8 @@ async def run_front_door(steps: list[Step]) -> tuple[bytes, bytes]:
         expected = preamble + await play(steps, front.broker.broadcast, set_full)
         transport.set_buffer(full=False, pause=False)
         front.broker.close_all(Frame.of(b""))
-        await asyncio.sleep(0)
-        body, ended = transport.body()
-        assert ended
+        await transport.changed(lambda: transport.body()[1])
+        body, _ = transport.body()
         assert front.broker.stats.evictions == 0
         protocol.connection_lost(None)
         return body, expected

@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 
 from broadcaster.app import SHUTDOWN
 from tests.conftest import ServerFactory, ServerProcess, read_until
-from tests.protocol_kit import Handoff, RecordingTransport, connect, door, get, until
+from tests.support.front_door import Handoff, accept, connect, door, get
+from tests.support.polling import until
 
 DATE = re.compile(rb"Date: [^\r]*\r\n")
 HEALTH = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -30,7 +31,7 @@ async def test_a_plain_request_streams_and_ends_with_the_last_chunk() -> None:
         _, transport = connect(front, get())
         await front.broker.publish("t", "one")
         front.broker.close_all(SHUTDOWN)
-        await until(lambda: transport.closed)
+        await transport.changed(lambda: transport.closed)
         body, ended = transport.body()
     assert ended
     assert body.startswith(b"retry: 2000\n\n: connected\n\n")
@@ -101,9 +102,10 @@ async def test_frames_published_during_a_replay_are_sent_once() -> None:
         # Published before the replay task has run: queued, and in the history too.
         await front.broker.publish("t", "during")
         front.broker.flush()
-        await until(lambda: b"data: during\n" in transport.wire)  # the replay is written
+        # The replay is written.
+        await transport.changed(lambda: b"data: during\n" in transport.wire)
         await front.broker.publish("t", "after")
-        await until(lambda: b"data: after\n" in transport.wire)
+        await transport.changed(lambda: b"data: after\n" in transport.wire)
         body, _ = transport.body()
     assert body.count(b"data: during\n") == 1
     assert body.index(b"data: during\n") < body.index(b"data: after\n")
@@ -113,9 +115,7 @@ async def test_frames_published_during_a_replay_are_sent_once() -> None:
 async def test_shutdown_ends_streams_and_closes_silent_connections() -> None:
     async with door() as front:
         _, streaming = connect(front, get())
-        silent = RecordingTransport()
-        silent.protocol = front()
-        silent.protocol.connection_made(silent)
+        _, silent = accept(front)
         front.broker.close_all(SHUTDOWN)
         async with asyncio.timeout(2):
             await front.wait_closed(1.0)
@@ -138,11 +138,9 @@ async def test_shutdown_cuts_a_stream_that_will_not_flush() -> None:
 
 async def test_a_silent_connection_is_closed_at_the_idle_timeout() -> None:
     async with door(idle_timeout=0.05) as front:
-        transport = RecordingTransport()
-        transport.protocol = protocol = front()
-        protocol.connection_made(transport)  # type: ignore[arg-type]
+        protocol, transport = accept(front)
         assert front.sniffing == {protocol}
-        await until(lambda: transport.closed)
+        await transport.changed(lambda: transport.closed)
         await until(lambda: not front.sniffing)
         assert transport.wire == b""
         assert transport.handed_to is None
@@ -282,7 +280,7 @@ def test_no_first_read_makes_the_front_door_raise(
         async with door() as front:
             protocol, transport = connect(front, data)
             # Served with a Last-Event-ID, the head waits for a replay task.
-            await until(lambda: transport.handed_to is not None or transport.wire)
+            await transport.changed(lambda: transport.handed_to is not None or transport.wire)
             event("served" if transport.handed_to is None else "handed over")
             if transport.handed_to is None:
                 assert front.broker.client_count == 1

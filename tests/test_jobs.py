@@ -22,11 +22,11 @@ from tests.conftest import (
     ServerFactory,
     ServerProcess,
     Stream,
-    dechunk,
     open_stream,
     read_until,
     wait_for,
 )
+from tests.support.transport import dechunk
 
 ROWS = 60_000
 LIMIT = 4_000_000

@@ -6,10 +6,10 @@ from __future__ import annotations
 import asyncio
 import resource
 
-from bench import slow_clients
-from bench.run import build
-from bench.slow_clients import Scenario
 from tests.conftest import ServerFactory
+from tests.support import slow_clients
+from tests.support.load_client import build
+from tests.support.slow_clients import Scenario
 
 BOUNDED = Scenario(normal=200, slow=50, queue=32, rate=50, seconds=5.0)
 SHUTDOWN_CLIENTS = 5000

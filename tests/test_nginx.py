@@ -13,8 +13,8 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp.test_utils import unused_port
 
-from bench.run import free_port
 from tests.conftest import ROOT, RedisServer, ServerFactory
 
 CONFIG = ROOT / "docs" / "deploy" / "nginx.conf"
@@ -42,7 +42,7 @@ def nginx(
 ) -> Iterator[str]:
     a = server_process("--redis-url", redis_server.url, "--tick-interval", "3600")
     b = server_process("--redis-url", redis_server.url, "--tick-interval", "3600")
-    port = free_port()
+    port = unused_port()
     prefix = tmp_path / "nginx"
     (prefix / "logs").mkdir(parents=True)
     (prefix / "nginx.conf").write_text(render([a.port, b.port], port))

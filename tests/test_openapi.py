@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 import schemathesis
+from aiohttp.test_utils import unused_port
 from hypothesis import HealthCheck, given, settings
 
-from bench.run import free_port
 from tests.conftest import ServerProcess
 
 TOKEN = "fuzz-proof-token"
@@ -26,7 +26,7 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc
         ["--tick-interval", "3600", "--publish-token", TOKEN, "--data-dir", str(folder / "data"),
          "--log-level", "WARNING"],
         folder / "server.log",
-        port=free_port(),
+        port=unused_port(),
     )  # fmt: skip
     server.start()
     yield server

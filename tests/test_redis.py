@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import signal
 import time
 
 import aiohttp
@@ -140,6 +141,42 @@ async def test_one_ticker_across_three_instances_and_failover(
     gap = after[0][0] - killed_at
     assert gap < 10 * TICK, f"ticks resumed {gap:.2f}s after the leader died"
     assert len(after) >= 5
+
+
+async def test_a_leader_stalled_past_its_lease_loses_it_and_stands_down(
+    server_process: ServerFactory, redis_server: RedisServer
+) -> None:
+    """The lease lapses while its holder is alive but frozen: another instance
+    takes it, and the old leader, once it runs again, must not renew what is no
+    longer its own."""
+    servers = instances(server_process, redis_server, 2, "--tick-interval", str(TICK))
+    async with aiohttp.ClientSession() as session:
+
+        async def one_leader() -> bool:
+            return sum("now leads the ticker" in s.log() for s in servers) == 1
+
+        await wait_for(one_leader, 10, "one instance to lead the ticker")
+        stalled = leader(servers)
+        other = next(s for s in servers if s is not stalled)
+        assert stalled.proc is not None
+
+        async def taken_over() -> bool:
+            return "now leads the ticker" in other.log()
+
+        async def stood_down() -> bool:
+            return "no longer leads the ticker" in stalled.log()
+
+        stalled.proc.send_signal(signal.SIGSTOP)
+        try:
+            await wait_for(taken_over, 10, "the other instance to take the lapsed lease")
+        finally:
+            stalled.proc.send_signal(signal.SIGCONT)
+        await wait_for(stood_down, 10, "the stalled leader to stand down")
+        assert leader(servers) is other
+        async with open_stream(session, f"{stalled.url}/events") as stream:
+            after = await ticks(stream, 2.0)
+    # One instance ticks: about 2.0 / 0.2 = 10 ticks, not 20.
+    assert 7 <= len(after) <= 12, after
 
 
 async def test_redis_restart_loses_nothing_acknowledged(

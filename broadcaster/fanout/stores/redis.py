@@ -15,8 +15,9 @@ by every instance. The only module that imports `redis`.
   the log says so once per change of state, not once per retry. Any call that
   Redis answers (a publish, a replay, the lease) marks it up and wakes the
   reader at once, so health and delivery never lag behind publishing.
-- A lease (SET NX PX, renewed by a compare-and-extend script) elects the one
-  instance whose ticker publishes; it moves when its holder dies.
+- A lease (redis-py's `Lock`: taken without blocking, renewed only while this
+  instance still holds it) elects the one instance whose ticker publishes; it
+  moves when its holder dies or stalls past it.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from typing import Any, cast
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import LockNotOwnedError, RedisError
 
 from broadcaster.fanout.stores.base import BackendUnavailable, Deliver, Replay
 from broadcaster.wire.events import Event, EventId, Mercure
@@ -47,19 +48,6 @@ RETRY_SECONDS = 0.2
 health and delivery wait on it: a growing backoff (it was 0.1 s to 5 s) kept both
 down for seconds after Redis was back. An attempt is one connection, refused at
 once or cut by `socket_connect_timeout`, which costs Redis no more than a probe."""
-# Extend the lease only if this instance still holds it.
-RENEW = """
-if redis.call('get', KEYS[1]) == ARGV[1] then
-  return redis.call('pexpire', KEYS[1], ARGV[2])
-end
-return 0
-"""
-RELEASE = """
-if redis.call('get', KEYS[1]) == ARGV[1] then
-  return redis.call('del', KEYS[1])
-end
-return 0
-"""
 
 
 # With decode_responses=True, redis-py answers str where its annotations allow bytes.
@@ -86,7 +74,11 @@ class RedisBackend:
         self._writer = _client(url, read_timeout=2.0)
         self._reader = _client(url, read_timeout=BLOCK_MS / 1000 + 2.0)
         self._history = history
-        self._lease_ms = int(lease_seconds * 1000)
+        self._lease_seconds = lease_seconds
+        # Its value is this instance's id, so `GET` on it names the leader.
+        self._lease = self._writer.lock(
+            LEADER, timeout=lease_seconds, blocking=False, thread_local=False
+        )
         self._last: str | None = None
         self._up: bool | None = None
         self._answered = asyncio.Event()
@@ -184,7 +176,7 @@ class RedisBackend:
         if self._leader:
             # Hand the lease over at once instead of letting it expire.
             with contextlib.suppress(RedisError):
-                await self._writer.eval(RELEASE, 1, LEADER, self.instance)
+                await self._lease.release()
         await self._writer.aclose()
         await self._reader.aclose()
 
@@ -260,17 +252,24 @@ class RedisBackend:
 
     async def _lead_forever(self) -> None:
         while True:
-            try:
-                if self._leader:
-                    held = await self._writer.eval(RENEW, 1, LEADER, self.instance, self._lease_ms)
-                else:
-                    held = await self._writer.set(LEADER, self.instance, nx=True, px=self._lease_ms)
-            except RedisError:
-                held = False
+            self._set_leader(await self._hold_lease())
+            await asyncio.sleep(self._lease_seconds / 3)
+
+    async def _hold_lease(self) -> bool:
+        """Renew the lease if this instance holds it, else try to take it."""
+        try:
+            if self._leader:
+                await self._lease.reacquire()
+                held = True
             else:
-                self._mark_up()
-            self._set_leader(bool(held))
-            await asyncio.sleep(self._lease_ms / 3000)
+                held = await self._lease.acquire(token=self.instance)
+        except LockNotOwnedError:
+            # It lapsed, and may be another's by now: a renewal must not take it back.
+            held = False
+        except RedisError:
+            return False
+        self._mark_up()
+        return held
 
     def _set_leader(self, leader: bool) -> None:
         if leader != self._leader:
