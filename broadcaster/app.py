@@ -38,7 +38,8 @@ def create_app(settings: Settings, backend: Backend | None = None) -> web.Applic
     metrics.watch(broker)
     metrics.watch_refusals(policy.refusals)
 
-    app = web.Application()
+    # Only POST /publish reads a body whole (uploads are streamed): this is its limit.
+    app = web.Application(client_max_size=settings.max_publish_bytes)
     app.on_response_prepare.append(json_error_body)
     app.on_response_prepare.append(pages.security_headers)
     app.on_response_prepare.append(cors.cors_headers)

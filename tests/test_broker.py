@@ -99,3 +99,18 @@ async def test_close_all_sends_held_events_before_the_final_frame(broker: Broker
         one, two = await broker.publish("t", "1"), await broker.publish("t", "2")
         broker.close_all(final)
         assert drain(sub.queue) == [one.frame, two.frame, final, END]
+
+
+async def test_a_published_batch_reaches_each_subscriber_in_one_write(broker: Broker) -> None:
+    sockets = [RecordingSocket(), RecordingSocket()]
+    subs = [broker.subscribe({"a", "b"}, socket).open() for socket in sockets]
+    for sub in subs:
+        sub.go_direct()
+    events = await broker.publish_many([("a", "1", None), ("a", "2", "x"), ("a", "3", None)])
+    broker.flush()
+    assert [e.id.seq for e in events] == [1, 2, 3]
+    wire = b"".join(e.frame.data for e in events)
+    assert [(s.direct_writes, bytes(s.wire)) for s in sockets] == [(1, wire), (1, wire)]
+    assert broker.stats.deliveries == 6
+    for sub in subs:
+        sub.close()

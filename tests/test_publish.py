@@ -190,3 +190,84 @@ async def test_without_a_token_a_remote_client_is_refused(aiohttp_client: Any) -
     status, answer = await post(client, '{"topic":"t","data":"x"}', JSON)
     assert status == 403
     assert "only loopback clients may publish" in answer["error"]
+
+
+NDJSON = {"Content-Type": "application/x-ndjson"}
+BATCH = [
+    {"topic": "t", "data": "one"},
+    {"topic": "u", "data": {"n": 2}, "event": "counted"},
+    {"topic": "t", "data": "three\nlines"},
+]
+
+
+@pytest.mark.parametrize(
+    ("body", "headers"),
+    [
+        (json.dumps(BATCH), AUTH | JSON),
+        ("\n".join(json.dumps(item) for item in BATCH) + "\n\n", AUTH | NDJSON),
+        (json.dumps(BATCH), AUTH | {"Content-Type": "application/x-www-form-urlencoded"}),
+    ],
+    ids=["json array", "ndjson", "curl -d with a JSON array"],
+)
+async def test_a_batch_is_published_in_order_and_its_ids_come_back_in_order(
+    client: Client, body: str, headers: dict[str, str]
+) -> None:
+    url = str(client.make_url("/events?topic=t&topic=u"))
+    async with open_stream(client.session, url) as stream:
+        status, answer = await post(client, body, headers)
+        assert status == 200, answer
+        got = await stream.events(3)
+    assert [(e.id, e.event, e.data) for e in got] == [
+        (answer["ids"][0], "message", "one"),
+        (answer["ids"][1], "counted", '{"n": 2}'),
+        (answer["ids"][2], "message", "three\nlines"),
+    ]
+    ids = [EventId.parse(i) for i in answer["ids"]]
+    assert [i.seq - ids[0].seq for i in ids] == [0, 1, 2]
+
+
+OK = {"topic": "t", "data": "ok"}
+BAD_BATCHES = [
+    # (status, body, headers, words in the error)
+    (400, [OK, {"topic": "t"}], JSON, "item 1: field 'data' is required"),
+    (400, [OK, "hello"], JSON, "item 1: must be a JSON object"),
+    (400, [OK, {"topic": "a b", "data": "x"}], JSON, "item 1: invalid topic"),
+    (400, [], JSON, "the batch is empty"),
+    (413, [OK, {"topic": "t", "data": LONG}], JSON, "item 1: event exceeds"),
+    (400, '{"topic":"t","data":"ok"}\n\n{"topic":"t","event":"shutdown","data":"x"}', NDJSON,
+     "item 1 (line 3): event type 'shutdown' is reserved"),
+    (400, '{"topic":"t","data":"ok"}\n{oops', NDJSON, "line 2 is not valid JSON"),
+    (400, "\n\n", NDJSON, "the batch is empty"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("status", "body", "headers", "words"), BAD_BATCHES)
+async def test_a_bad_item_refuses_the_whole_batch_and_names_it(
+    client: Client, status: int, body: Any, headers: dict[str, str], words: str
+) -> None:
+    sent = body if isinstance(body, str | bytes) else json.dumps(body)
+    got, answer = await post(client, sent, AUTH | headers)
+    assert (got, answer["status"]) == (status, status)
+    assert words in answer["error"]
+    assert sum(client.app[BROKER].stats.published.values()) == 0
+
+
+async def test_the_body_limit_is_max_publish_bytes(aiohttp_client: Any) -> None:
+    app = create_app(replace(BASE, publish_token=TOKEN, max_publish_bytes=3000))
+    client = await aiohttp_client(app)
+    fits = json.dumps([{"topic": "t", "data": "x" * 1000}] * 2)
+    too_big = json.dumps([{"topic": "t", "data": "x" * 1000}] * 3)
+
+    async def chunked(body: str) -> Any:
+        yield body.encode()
+
+    status, answer = await post(client, fits, AUTH | JSON)
+    assert (status, len(answer["ids"])) == (200, 2)
+    for body in (too_big, chunked(too_big)):  # with a Content-Length, and without
+        async with client.post("/publish", data=body, headers=AUTH | JSON) as response:
+            assert response.status == 413
+            assert (
+                "exceeds the limit of 3000 bytes (--max-publish-bytes)"
+                in (await response.json())["error"]
+            )
+    assert sum(client.app[BROKER].stats.published.values()) == 2

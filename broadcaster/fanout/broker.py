@@ -12,14 +12,14 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 # Re-exported: the broker is the one way to the stores.
 from broadcaster.fanout.stores.base import Backend as Backend
 from broadcaster.fanout.stores.base import BackendUnavailable as BackendUnavailable
-from broadcaster.fanout.stores.base import Replay
+from broadcaster.fanout.stores.base import Draft, Replay
 from broadcaster.fanout.stores.memory import MemoryBackend
 from broadcaster.wire.events import Event, EventId, Frame
 
@@ -277,6 +277,11 @@ class Broker:
     async def publish(self, topic: str, data: str, type: str | None = None) -> Event:
         return await self._backend.publish(topic, data, type)
 
+    async def publish_many(self, drafts: Sequence[Draft]) -> list[Event]:
+        """Publish several events at once (consecutive ids, all or none); they
+        reach each subscriber together, in one write."""
+        return await self._backend.publish_many(drafts)
+
     async def replay(self, last: EventId, topics: Collection[str]) -> Replay:
         replay = await self._backend.since(last, topics)
         if replay.complete:
@@ -299,22 +304,25 @@ class Broker:
             if not (sub.offer(final) and sub.end()):
                 self._evict(sub)
 
-    def _deliver(self, event: Event) -> None:
-        """The backend's callback, once per event, in id order.
+    def _deliver(self, events: Sequence[Event]) -> None:
+        """The backend's callback, with the events it has at hand, in id order.
 
-        The first event of a loop iteration is fanned out at once. Events that
+        The first events of a loop iteration are fanned out at once. Events that
         follow in the same iteration wait for its end and then go out together,
         one write per subscriber: under load, when many publishes land in one
         iteration, the per-socket write is what it costs, so this is where
         capacity comes from. Order is kept: once a batch is open, every event
         joins it.
         """
+        if not events:
+            return
         if self._batch is None:
             self._batch = []
             asyncio.get_running_loop().call_soon(self.flush)
-            self._fan_out([event])
+            for run in _same_topic_runs(events):
+                self._fan_out(run)
         else:
-            self._batch.append(event)
+            self._batch.extend(events)
 
     def flush(self) -> None:
         """Fan out the events held for the end of this loop iteration."""

@@ -37,6 +37,7 @@ class Settings:
     max_topics: int = 32
     max_topic_length: int = 64
     max_event_bytes: int = 64 * 1024
+    max_publish_bytes: int = 1024 * 1024
     publish_token: str | None = field(default=None, repr=False)
     log_level: str = "INFO"
     log_format: str = "text"
@@ -160,7 +161,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_clients", _bounded(int, 1, 1_000_000), "streams served at once; past it: 503"),
     Option("max_topics", _bounded(int, 1, 1000), "topics one stream may follow; past it: 400"),
     Option("max_topic_length", _bounded(int, 20, 1024), "longest topic name; past it: 400"),
-    Option("max_event_bytes", _bounded(int, 1, 16 * 1024 * 1024), "largest publish body"),
+    Option("max_event_bytes", _bounded(int, 1, 16 * 1024 * 1024), "largest event published"),
+    Option(
+        "max_publish_bytes",
+        _bounded(int, 1, 256 * 1024 * 1024),
+        "largest POST /publish body: one event, or a batch",
+    ),
     Option("publish_token", _token, "bearer token for POST /publish; unset: loopback only"),
     Option("log_level", _choice(LOG_LEVELS), "DEBUG, INFO, WARNING or ERROR"),
     Option("log_format", _choice(LOG_FORMATS), "text, or json for one object per line"),

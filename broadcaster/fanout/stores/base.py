@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from broadcaster.wire.events import Event, EventId
 
-Deliver = Callable[[Event], None]
+Deliver = Callable[[Sequence[Event]], None]
+"""Called with every event the store has at hand, oldest first: events handed
+over together (one publish of a batch) are fanned out together."""
+
+Draft = tuple[str, str, str | None]
+"""An event before the store gives it an id: topic, data, type."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +42,10 @@ class Backend(Protocol):
 
     async def publish(self, topic: str, data: str, type: str | None = None) -> Event:
         """Store an event, give it the next id, and return it."""
+
+    async def publish_many(self, drafts: Sequence[Draft]) -> list[Event]:
+        """Store several events at once, with consecutive ids, in one round trip
+        to the store; all or none of them."""
 
     async def since(self, last: EventId, topics: Collection[str]) -> Replay:
         """Events of `topics` after `last`, oldest first."""

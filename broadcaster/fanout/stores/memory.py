@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from itertools import islice
 
-from broadcaster.fanout.stores.base import Deliver, Replay
+from broadcaster.fanout.stores.base import Deliver, Draft, Replay
 from broadcaster.wire.events import Event, EventId
 
 
@@ -26,12 +26,19 @@ class MemoryBackend:
         self._deliver = deliver
 
     async def publish(self, topic: str, data: str, type: str | None = None) -> Event:
-        self._seq += 1
-        event = Event(topic, EventId(self._epoch, self._seq), data, type)
-        self._ring.append(event)
+        return (await self.publish_many([(topic, data, type)]))[0]
+
+    async def publish_many(self, drafts: Sequence[Draft]) -> list[Event]:
+        first = self._seq + 1
+        self._seq += len(drafts)
+        events = [
+            Event(topic, EventId(self._epoch, seq), data, type)
+            for seq, (topic, data, type) in enumerate(drafts, first)
+        ]
+        self._ring.extend(events)
         if self._deliver is not None:
-            self._deliver(event)
-        return event
+            self._deliver(events)
+        return events
 
     async def since(self, last: EventId, topics: Collection[str]) -> Replay:
         head = EventId(self._epoch, self._seq) if self._seq else None
