@@ -30,6 +30,7 @@ def create_app(settings: Settings, backend: Backend | None = None) -> web.Applic
         backend or _backend(settings),
         queue_size=settings.queue_size,
         on_fanout=metrics.observe_fanout,
+        hold_window=settings.coalesce_ms / 1000,
     )
     policy = policy_for(settings)
     # Every job under one series (its name tells nothing), other private topics

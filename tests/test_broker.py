@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -114,3 +115,44 @@ async def test_a_published_batch_reaches_each_subscriber_in_one_write(broker: Br
     assert broker.stats.deliveries == 6
     for sub in subs:
         sub.close()
+
+
+class SlowSocket(RecordingSocket):
+    """A socket whose every write costs `cost` seconds of the loop, as a write
+    syscall to thousands of clients does, so the fan-out falls behind."""
+
+    def __init__(self, cost: float) -> None:
+        super().__init__()
+        self.cost = cost
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        time.sleep(self.cost)  # the cost being simulated, not a wait for anything
+        super().write(data)
+        self.writes.append(data)
+
+
+async def test_when_the_fan_out_falls_behind_events_are_held_and_go_out_together() -> None:
+    broker = Broker(MemoryBackend(100), queue_size=100, hold_window=0.004)
+    await broker.start()
+    socket = SlowSocket(cost=0.01)
+    with broker.subscribe({"t"}, socket) as sub:
+        sub.go_direct()
+        first = await broker.publish("t", "1")
+        assert len(socket.writes) == 1  # nothing was held: the fan-out was idle
+        await asyncio.sleep(0)  # the next publishes land in later loop iterations
+        held = [await broker.publish("t", "2")]
+        assert len(socket.writes) == 1  # the last fan-out took 10 ms: this one waits
+        await asyncio.sleep(0)
+        held.append(await broker.publish("t", "3"))
+        deadline = time.monotonic() + 5
+        while len(socket.writes) < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.001)
+        assert socket.writes == [first.frame.chunk, Frame.joined([e.frame for e in held]).chunk]
+        # Once the fan-out has had time to spare, an event goes out at once again.
+        socket.cost = 0
+        while broker.busy() and time.monotonic() < deadline:
+            await asyncio.sleep(0.001)
+        last = await broker.publish("t", "4")
+        assert socket.writes[-1] == last.frame.chunk
+    assert broker.stats.deliveries == 4

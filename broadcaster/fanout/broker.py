@@ -222,6 +222,7 @@ class Broker:
         *,
         queue_size: int,
         on_fanout: Callable[[float], None] | None = None,
+        hold_window: float = 0.0,
     ) -> None:
         self._backend = backend
         self.stats = BrokerStats()
@@ -231,6 +232,9 @@ class Broker:
         self._all: set[Subscription] = set()
         self._closed = False
         self._batch: list[Event] | None = None
+        self._flush_due: asyncio.Handle | None = None
+        self._hold_window = hold_window
+        self._busy_until = 0.0
 
     @property
     def name(self) -> str:
@@ -307,28 +311,54 @@ class Broker:
     def _deliver(self, events: Sequence[Event]) -> None:
         """The backend's callback, with the events it has at hand, in id order.
 
-        The first events of a loop iteration are fanned out at once. Events that
-        follow in the same iteration wait for its end and then go out together,
-        one write per subscriber: under load, when many publishes land in one
-        iteration, the per-socket write is what it costs, so this is where
-        capacity comes from. Order is kept: once a batch is open, every event
-        joins it.
+        Events go out together, one write per subscriber, whenever they can:
+        under load the per-socket write is what a delivery costs, so this is
+        where capacity comes from. Order is kept: once a batch is open, every
+        event joins it, and it goes out whole.
+
+        - At an ordinary pace, the first events of a loop iteration are fanned
+          out at once; events that follow in the same iteration are held to its
+          end. Nothing waits on a clock.
+        - When the fan-out is not keeping up (an event arrives before the last
+          fan-out's end plus its own length, so fanning out takes at least half
+          the loop), events are held for up to `hold_window` seconds, and
+          whatever arrives meanwhile goes out with them.
         """
         if not events:
             return
-        if self._batch is None:
-            self._batch = []
-            asyncio.get_running_loop().call_soon(self.flush)
-            for run in _same_topic_runs(events):
-                self._fan_out(run)
-        else:
+        if self._batch is not None:
             self._batch.extend(events)
+            return
+        loop = asyncio.get_running_loop()
+        self._batch = []
+        if self._hold_window and self.busy():
+            self._batch.extend(events)
+            self._flush_due = loop.call_later(self._hold_window, self.flush)
+        else:
+            self._flush_due = loop.call_soon(self.flush)
+            self._fan_out_all(events)
+
+    def busy(self) -> bool:
+        """Whether the fan-out is falling behind: the last one ended less than
+        its own length ago."""
+        return time.perf_counter() < self._busy_until
 
     def flush(self) -> None:
-        """Fan out the events held for the end of this loop iteration."""
+        """Fan out the events held for the end of this loop iteration, or window."""
         batch, self._batch = self._batch, None
-        for run in _same_topic_runs(batch or ()):
+        if self._flush_due is not None:
+            self._flush_due.cancel()
+            self._flush_due = None
+        if batch:
+            self._fan_out_all(batch)
+
+    def _fan_out_all(self, events: Sequence[Event]) -> None:
+        # Not `loop.time()`: uvloop's is cached per iteration, to the millisecond.
+        started = time.perf_counter()
+        for run in _same_topic_runs(events):
             self._fan_out(run)
+        ended = time.perf_counter()
+        self._busy_until = ended + (ended - started)
 
     def _fan_out(self, events: list[Event]) -> None:
         started = time.perf_counter()

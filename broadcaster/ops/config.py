@@ -30,6 +30,7 @@ class Settings:
     port: int = 8000
     tick_interval: float = 5.0
     queue_size: int = 256
+    coalesce_ms: float = 2.0
     heartbeat_interval: float = 15.0
     retry_ms: int = 2000
     history: int = 1000
@@ -155,6 +156,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("port", _bounded(int, 0, 65535), "TCP port (0 picks a free one)"),
     Option("tick_interval", _bounded(float, 0.01, 86400), "seconds between ticker messages"),
     Option("queue_size", _bounded(int, 1, 1_000_000), "frames queued per client before eviction"),
+    Option(
+        "coalesce_ms",
+        _bounded(float, 0, 5),
+        "milliseconds events may be held, when the fan-out cannot keep up, to go out"
+        " together; 0: never held",
+    ),
     Option("heartbeat_interval", _bounded(float, 0.01, 3600), "seconds between heartbeat comments"),
     Option("retry_ms", _bounded(int, 0, 3_600_000), "reconnect delay sent to clients as retry:"),
     Option("history", _bounded(int, 0, 10_000_000), "events kept for replay by Last-Event-ID"),
