@@ -14,10 +14,11 @@ from broadcaster.fanout.ticker import run_ticker
 from broadcaster.jobs import routes as job_routes
 from broadcaster.jobs.registry import Jobs, is_job_topic, metrics_label
 from broadcaster.ops.config import Settings, policy_for
+from broadcaster.ops.lag import LoopLag
 from broadcaster.ops.metrics import Metrics
 from broadcaster.web import cors, pages, publish, slow_work, status, stream
 from broadcaster.web.errors import json_error_body
-from broadcaster.web.keys import BROKER, JOBS, METRICS, POLICY, SETTINGS, STOPPING
+from broadcaster.web.keys import BROKER, JOBS, LAG, METRICS, POLICY, SETTINGS, STOPPING
 from broadcaster.web.stream_core import SHUTDOWN_DATA
 from broadcaster.wire.events import Frame
 
@@ -37,6 +38,8 @@ def create_app(settings: Settings, backend: Backend | None = None) -> web.Applic
     # under "(private)": /metrics is open to anyone who can reach it.
     broker.stats.label = lambda t: metrics_label(t) if is_job_topic(t) else policy.shown_as(t)
     metrics.watch(broker)
+    lag = LoopLag()
+    metrics.watch_lag(lag)
     metrics.watch_refusals(policy.refusals)
 
     # Only POST /publish reads a body whole (uploads are streamed): this is its limit.
@@ -48,6 +51,7 @@ def create_app(settings: Settings, backend: Backend | None = None) -> web.Applic
     app[BROKER] = broker
     app[METRICS] = metrics
     app[POLICY] = policy
+    app[LAG] = lag
     app[JOBS] = Jobs(broker, settings.data_dir, lambda topic: bool(policy.needs_token([topic])))
     app[STOPPING] = asyncio.Event()
     app.cleanup_ctx.append(_background_tasks)
@@ -91,6 +95,8 @@ async def _background_tasks(app: web.Application) -> AsyncIterator[None]:
         ),
         _spawn(run_heartbeat(broker, settings.heartbeat_interval), "heartbeat"),
     ]
+    if settings.max_publish_lag_ms:
+        tasks.append(_spawn(app[LAG].run(), "loop lag"))
     yield
     for task in tasks:
         task.cancel()

@@ -145,10 +145,12 @@ async def test_when_the_fan_out_falls_behind_events_are_held_and_go_out_together
         assert len(socket.writes) == 1  # the last fan-out took 10 ms: this one waits
         await asyncio.sleep(0)
         held.append(await broker.publish("t", "3"))
+        assert broker.backlog() == 2  # what /metrics shows as the publish backlog
         deadline = time.monotonic() + 5
         while len(socket.writes) < 2 and time.monotonic() < deadline:
             await asyncio.sleep(0.001)
         assert socket.writes == [first.frame.chunk, Frame.joined([e.frame for e in held]).chunk]
+        assert broker.backlog() == 0
         # Once the fan-out has had time to spare, an event goes out at once again.
         socket.cost = 0
         while broker.busy() and time.monotonic() < deadline:

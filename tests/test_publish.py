@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
+import time
 from dataclasses import replace
 from typing import Any
 
@@ -12,7 +15,7 @@ from aiohttp.test_utils import TestClient
 
 from broadcaster.app import create_app
 from broadcaster.ops.config import Settings
-from broadcaster.web.keys import BROKER
+from broadcaster.web.keys import BROKER, LAG
 from broadcaster.web.publish import is_loopback
 from broadcaster.wire.events import EventId
 from tests.conftest import open_stream
@@ -271,3 +274,33 @@ async def test_the_body_limit_is_max_publish_bytes(aiohttp_client: Any) -> None:
                 in (await response.json())["error"]
             )
     assert sum(client.app[BROKER].stats.published.values()) == 2
+
+
+def stall_the_loop(seconds: float) -> None:
+    """Block the loop, as fan-outs that it cannot keep up with do."""
+    time.sleep(seconds)
+
+
+async def test_publishing_is_refused_while_the_loop_runs_later_than_the_bound(
+    aiohttp_client: Any,
+) -> None:
+    app = create_app(replace(BASE, publish_token=TOKEN, max_publish_lag_ms=50))
+    client = await aiohttp_client(app)
+    lag = app[LAG]
+    deadline = time.monotonic() + 10
+    while not lag.measuring and time.monotonic() < deadline:
+        await asyncio.sleep(0.001)
+    stall_the_loop(0.2)
+    async with client.post("/publish", json={"topic": "t", "data": "x"}, headers=AUTH) as late:
+        assert (late.status, late.headers["Retry-After"]) == (503, "1")
+        assert "too busy: events wait" in (await late.json())["error"]
+    assert sum(app[BROKER].stats.published.values()) == 0
+    while lag.seconds() > 0.05 and time.monotonic() < deadline:
+        await asyncio.sleep(0.001)
+    status, _ = await post(client, '{"topic":"t","data":"x"}', AUTH | JSON)
+    assert status == 200
+    async with client.get("/metrics") as response:
+        metrics = await response.text()
+    assert "broadcaster_publish_throttled_total 1.0" in metrics
+    assert "broadcaster_publish_backlog 0.0" in metrics
+    assert re.search(r"^broadcaster_publish_lag_seconds \d", metrics, re.M)

@@ -235,6 +235,7 @@ class Broker:
         self._flush_due: asyncio.Handle | None = None
         self._hold_window = hold_window
         self._busy_until = 0.0
+        self._storing = 0
 
     @property
     def name(self) -> str:
@@ -279,12 +280,21 @@ class Broker:
         return Subscription(self, frozenset(topics), self._queue_size, transport, on_backlog)
 
     async def publish(self, topic: str, data: str, type: str | None = None) -> Event:
-        return await self._backend.publish(topic, data, type)
+        return (await self.publish_many([(topic, data, type)]))[0]
 
     async def publish_many(self, drafts: Sequence[Draft]) -> list[Event]:
         """Publish several events at once (consecutive ids, all or none); they
         reach each subscriber together, in one write."""
-        return await self._backend.publish_many(drafts)
+        self._storing += len(drafts)
+        try:
+            return await self._backend.publish_many(drafts)
+        finally:
+            self._storing -= len(drafts)
+
+    def backlog(self) -> int:
+        """Events published here and not fanned out yet: held for a batch, or
+        on their way to the store."""
+        return len(self._batch or ()) + self._storing
 
     async def replay(self, last: EventId, topics: Collection[str]) -> Replay:
         replay = await self._backend.since(last, topics)

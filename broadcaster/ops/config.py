@@ -39,6 +39,7 @@ class Settings:
     max_topic_length: int = 64
     max_event_bytes: int = 64 * 1024
     max_publish_bytes: int = 1024 * 1024
+    max_publish_lag_ms: int = 200
     publish_token: str | None = field(default=None, repr=False)
     log_level: str = "INFO"
     log_format: str = "text"
@@ -173,6 +174,12 @@ OPTIONS: tuple[Option, ...] = (
         "max_publish_bytes",
         _bounded(int, 1, 256 * 1024 * 1024),
         "largest POST /publish body: one event, or a batch",
+    ),
+    Option(
+        "max_publish_lag_ms",
+        _bounded(int, 0, 60_000),
+        "publishing answers 503 with Retry-After while the event loop runs later than this;"
+        " 0: never",
     ),
     Option("publish_token", _token, "bearer token for POST /publish; unset: loopback only"),
     Option("log_level", _choice(LOG_LEVELS), "DEBUG, INFO, WARNING or ERROR"),

@@ -10,6 +10,7 @@ from broadcaster.auth.policy import Policy
 from broadcaster.fanout.broker import Broker
 from broadcaster.jobs.registry import Jobs
 from broadcaster.ops.config import Settings
+from broadcaster.ops.lag import LoopLag
 from broadcaster.ops.metrics import Metrics
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -17,6 +18,7 @@ BROKER = web.AppKey("broker", Broker)
 METRICS = web.AppKey("metrics", Metrics)
 JOBS = web.AppKey("jobs", Jobs)
 POLICY = web.AppKey("policy", Policy)
+LAG = web.AppKey("lag", LoopLag)
 STOPPING = web.AppKey("stopping", asyncio.Event)
 """Set when the server starts shutting down: streams that are not the broker's
 (`/long`) end on it."""

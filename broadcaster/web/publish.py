@@ -19,7 +19,7 @@ from broadcaster.fanout.broker import BackendUnavailable
 from broadcaster.ops.config import Settings
 from broadcaster.web.authorization import api_error
 from broadcaster.web.errors import ApiError
-from broadcaster.web.keys import BROKER, POLICY, SETTINGS
+from broadcaster.web.keys import BROKER, LAG, METRICS, POLICY, SETTINGS
 from broadcaster.wire.events import Event
 from broadcaster.wire.topics import InvalidTopic, check_topic
 
@@ -41,6 +41,7 @@ class PublishRequest:
 async def publish(request: web.Request) -> web.Response:
     settings, policy = request.app[SETTINGS], request.app[POLICY]
     grant = authorize(request, settings.publish_token, policy)
+    check_lag(request, settings.max_publish_lag_ms)
     body = await read_body(request, settings.max_publish_bytes)
     batch = is_batch(request.content_type, body)
     if batch:
@@ -66,6 +67,21 @@ def answer(events: Sequence[Event], batch: bool) -> dict[str, Any]:
         return {"ids": [str(event.id) for event in events]}
     (event,) = events
     return {"id": str(event.id), "topic": event.topic, "event": event.type}
+
+
+def check_lag(request: web.Request, bound_ms: int) -> None:
+    """503 while the loop runs later than the bound: what is published now would
+    wait longer than that before its fan-out, and accepting more makes it worse.
+    A refusal costs a fraction of a fan-out, so refusing is how the loop catches up."""
+    lag_ms = request.app[LAG].seconds() * 1000
+    if bound_ms and lag_ms > bound_ms:
+        request.app[METRICS].publish_throttled.inc()
+        raise ApiError(
+            503,
+            f"too busy: events wait {lag_ms:.0f} ms before their fan-out, over the"
+            f" {bound_ms} ms bound (--max-publish-lag-ms); retry later",
+            {"Retry-After": "1"},
+        )
 
 
 def check_covered(
