@@ -32,7 +32,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -436,8 +436,11 @@ async def main(argv: Sequence[str]) -> None:
         "--scenarios", default="m1,m3,m5", help="which to run: m1 (M1/M2), m3 (M3/M4), m5"
     )
     parser.add_argument("--src", type=Path, default=HERE.parent, help="broadcaster's checkout")
+    parser.add_argument("--repeats", type=int, help="M3/M5 runs (default 3, quick 1)")
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
+    if args.repeats:
+        plan = replace(plan, repeats=args.repeats)
     scenarios = set(args.scenarios.split(","))
     build()
     room = headroom(plan)

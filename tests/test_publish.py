@@ -14,6 +14,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from broadcaster.app import create_app
+from broadcaster.auth.tokens import mint
 from broadcaster.ops.config import Settings
 from broadcaster.web.keys import BROKER, LAG
 from broadcaster.web.publish import is_loopback
@@ -304,3 +305,18 @@ async def test_publishing_is_refused_while_the_loop_runs_later_than_the_bound(
     assert "broadcaster_publish_throttled_total 1.0" in metrics
     assert "broadcaster_publish_backlog 0.0" in metrics
     assert re.search(r"^broadcaster_publish_lag_seconds \d", metrics, re.M)
+
+
+async def test_a_batch_with_one_topic_the_token_does_not_cover_publishes_nothing(
+    aiohttp_client: Any,
+) -> None:
+    secret = "batch-secret-" + "k" * 40
+    client = await aiohttp_client(create_app(replace(BASE, jwt_secret=secret)))
+    token = {"Authorization": f"Bearer {mint(secret, [], ['chat.*'], ttl=60)}"}
+    batch = json.dumps([{"topic": "chat.1", "data": "a"}, {"topic": "news", "data": "b"}])
+    status, answer = await post(client, batch, token | JSON)
+    assert status == 403
+    assert answer["error"] == "item 1: the token does not allow publishing to 'news'"
+    assert sum(client.app[BROKER].stats.published.values()) == 0
+    status, answer = await post(client, batch.replace("news", "chat.2"), token | JSON)
+    assert (status, len(answer["ids"])) == (200, 2)
