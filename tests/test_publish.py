@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from yarl import URL
 
 from broadcaster.app import create_app
 from broadcaster.auth.tokens import mint
@@ -19,7 +20,7 @@ from broadcaster.ops.config import Settings
 from broadcaster.web.keys import BROKER, LAG
 from broadcaster.web.publish import is_loopback
 from broadcaster.wire.events import EventId
-from tests.conftest import open_stream
+from tests.conftest import front_door, open_stream
 
 TOKEN = "correct horse battery staple"
 BASE = Settings(tick_interval=3600, heartbeat_interval=3600, max_event_bytes=1024)
@@ -320,3 +321,24 @@ async def test_a_batch_with_one_topic_the_token_does_not_cover_publishes_nothing
     assert sum(client.app[BROKER].stats.published.values()) == 0
     status, answer = await post(client, batch.replace("news", "chat.2"), token | JSON)
     assert (status, len(answer["ids"])) == (200, 2)
+
+
+async def test_a_publish_that_waited_behind_pipelined_requests_past_the_bound_is_refused() -> None:
+    app = create_app(replace(BASE, max_publish_lag_ms=100))
+    body = b'{"topic":"t","data":"late"}'
+    pipelined = (
+        # Slow work that leaves the loop free: only the publish queued behind it waits.
+        b"GET /long?rows=2&step=1&delay=0.3 HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"POST /publish HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\nConnection: close\r\n\r\n%b" % (len(body), body)
+    )
+    async with front_door(app) as site:
+        reader, writer = await asyncio.open_connection("127.0.0.1", URL(site.name).port)
+        writer.write(pipelined)
+        answers = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+    last = answers.rsplit(b"HTTP/1.1 ", 1)[1]
+    assert last.startswith(b"503 ")
+    assert b"Retry-After: 1\r\n" in last
+    assert b"too busy: events wait" in last
+    assert sum(app[BROKER].stats.published.values()) == 0

@@ -39,7 +39,7 @@ class Settings:
     max_topic_length: int = 64
     max_event_bytes: int = 64 * 1024
     max_publish_bytes: int = 1024 * 1024
-    max_publish_lag_ms: int = 200
+    max_publish_lag_ms: int = 500
     publish_token: str | None = field(default=None, repr=False)
     log_level: str = "INFO"
     log_format: str = "text"

@@ -35,6 +35,13 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.publish_wait_seconds = Histogram(
+            "broadcaster_publish_wait_seconds",
+            "How long each publish request waited for its turn: behind pipelined requests,"
+            " and the loop's lateness",
+            buckets=LATENESS_BUCKETS,
+            registry=self.registry,
+        )
         self.publish_throttled = Counter(
             "broadcaster_publish_throttled",
             "Publish requests refused with 503 because the loop lag passed --max-publish-lag-ms",

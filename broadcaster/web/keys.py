@@ -19,6 +19,8 @@ METRICS = web.AppKey("metrics", Metrics)
 JOBS = web.AppKey("jobs", Jobs)
 POLICY = web.AppKey("policy", Policy)
 LAG = web.AppKey("lag", LoopLag)
+ARRIVED = web.RequestKey("arrived", float)
+"""When the request's head was read (`time.perf_counter`), where the server knows."""
 STOPPING = web.AppKey("stopping", asyncio.Event)
 """Set when the server starts shutting down: streams that are not the broker's
 (`/long`) end on it."""

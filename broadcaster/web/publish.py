@@ -6,6 +6,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import json
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
@@ -19,7 +20,7 @@ from broadcaster.fanout.broker import BackendUnavailable
 from broadcaster.ops.config import Settings
 from broadcaster.web.authorization import api_error
 from broadcaster.web.errors import ApiError
-from broadcaster.web.keys import BROKER, LAG, METRICS, POLICY, SETTINGS
+from broadcaster.web.keys import ARRIVED, BROKER, LAG, METRICS, POLICY, SETTINGS
 from broadcaster.wire.events import Event
 from broadcaster.wire.topics import InvalidTopic, check_topic
 
@@ -70,15 +71,20 @@ def answer(events: Sequence[Event], batch: bool) -> dict[str, Any]:
 
 
 def check_lag(request: web.Request, bound_ms: int) -> None:
-    """503 while the loop runs later than the bound: what is published now would
-    wait longer than that before its fan-out, and accepting more makes it worse.
-    A refusal costs a fraction of a fan-out, so refusing is how the loop catches up."""
-    lag_ms = request.app[LAG].seconds() * 1000
-    if bound_ms and lag_ms > bound_ms:
+    """503 once what is published now would reach subscribers later than the
+    bound: it waited its turn behind pipelined requests, and the loop runs late
+    (behind fan-outs it cannot keep up with). Accepting more makes both worse;
+    a refusal costs a fraction of a fan-out, so refusing is how the server
+    catches up."""
+    now = time.perf_counter()
+    arrived = request.get(ARRIVED)
+    wait = max(request.app[LAG].seconds(), now - arrived if arrived is not None else 0.0)
+    request.app[METRICS].publish_wait_seconds.observe(wait)
+    if bound_ms and wait * 1000 > bound_ms:
         request.app[METRICS].publish_throttled.inc()
         raise ApiError(
             503,
-            f"too busy: events wait {lag_ms:.0f} ms before their fan-out, over the"
+            f"too busy: events wait {wait * 1000:.0f} ms for their fan-out, over the"
             f" {bound_ms} ms bound (--max-publish-lag-ms); retry later",
             {"Retry-After": "1"},
         )
