@@ -30,7 +30,7 @@ class Settings:
     port: int = 8000
     tick_interval: float = 5.0
     queue_size: int = 256
-    coalesce_ms: float = 2.0
+    coalesce_ms: float = 5.0
     heartbeat_interval: float = 15.0
     retry_ms: int = 2000
     history: int = 1000
