@@ -58,6 +58,8 @@ class Plan:
     repeats: int
     m5_single_rates: tuple[int, ...] = ()
     m5_batch_rates: tuple[int, ...] = ()
+    through: bool = False
+    """M5 goes on past a failing step (for figures at fixed rates, under noise)."""
 
 
 FULL = Plan(
@@ -306,8 +308,10 @@ async def pipelined(server: Server, plan: Plan, result: Result) -> None:
                     step = await _pipelined_step(server, client, rate, batch, plan.step_seconds)
                     result.steps.append({"mode": mode} | step)
                     print(f"  {server.name:12} {mode:6} {rate:5}/s  {json.dumps(step)}", flush=True)
-                    if not step["ok"]:
+                    if not step["ok"] and not plan.through:
                         break
+                    if not step["ok"]:
+                        continue
                     for key in M5_KEYS:
                         result.values[f"m5_{mode}_{key}"] = step[key] if key != "rate" else rate
         finally:
@@ -437,10 +441,15 @@ async def main(argv: Sequence[str]) -> None:
     )
     parser.add_argument("--src", type=Path, default=HERE.parent, help="broadcaster's checkout")
     parser.add_argument("--repeats", type=int, help="M3/M5 runs (default 3, quick 1)")
+    parser.add_argument(
+        "--through", action="store_true", help="M5: measure every rate, past a failing step"
+    )
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
     if args.repeats:
         plan = replace(plan, repeats=args.repeats)
+    if args.through:
+        plan = replace(plan, through=True)
     scenarios = set(args.scenarios.split(","))
     build()
     room = headroom(plan)
