@@ -53,7 +53,7 @@ typecheck: $(DEV) ## mypy --strict
 unit: $(DEV) ## pytest (real processes, real Chromium)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-bench: $(DEV) ## benchmark against the naive baseline (~4 min, needs gcc); prints the table
+bench: $(DEV) ## benchmark against the naive baseline, M1-M5 (~15 min, needs gcc); prints the table
 	$(BIN)/python -m bench.run --json bench/build/results.json
 
 bench-quick: $(DEV) ## a reduced benchmark, under 2 minutes

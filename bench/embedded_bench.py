@@ -17,6 +17,7 @@ import sys
 from collections.abc import Sequence
 
 from bench import run
+from tests.support.load_client import build
 
 SERVERS = {
     "standalone": run.SERVERS["broadcaster"],
@@ -46,7 +47,7 @@ async def main(argv: Sequence[str]) -> None:
     parser.add_argument("--m1-only", action="store_true", help="M1/M2 only (10,000 clients)")
     args = parser.parse_args(argv)
     plan = run.QUICK if args.quick else run.FULL
-    run.build()
+    build()
     servers = {name: run.Server(name, command) for name, command in SERVERS.items()}
     results = {name: run.Result() for name in servers}
     for name, server in servers.items():

@@ -23,7 +23,8 @@ from urllib.parse import quote
 
 import aiohttp
 
-from bench.run import BUILD, CLIENT_CORE, SERVERS, LoadClient, Server, _step, build, pin
+from bench.run import SERVERS, Server, _step
+from tests.support.load_client import BUILD, CLIENT_CORE, LoadClient, build, pin
 
 SCENARIOS = {
     "native": ("/events?topic=bench", 0),

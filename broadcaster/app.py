@@ -24,10 +24,20 @@ from broadcaster.fanout.ticker import run_ticker
 from broadcaster.jobs import routes as job_routes
 from broadcaster.jobs.registry import Jobs, is_job_topic, metrics_label
 from broadcaster.ops.config import Settings, policy_for
+from broadcaster.ops.lag import LoopLag
 from broadcaster.ops.metrics import Metrics
 from broadcaster.web import cors, mercure, pages, publish, slow_work, status, stream
 from broadcaster.web.errors import json_error_body
-from broadcaster.web.keys import BROKER, JOBS, MERCURE, METRICS, POLICY, SETTINGS, STOPPING
+from broadcaster.web.keys import (
+    BROKER,
+    JOBS,
+    LAG,
+    MERCURE,
+    METRICS,
+    POLICY,
+    SETTINGS,
+    STOPPING,
+)
 from broadcaster.web.stream_core import SHUTDOWN_DATA
 from broadcaster.wire.events import Frame
 
@@ -54,7 +64,8 @@ def create_app(settings: Settings, backend: Backend | None = None) -> web.Applic
     the page, health, metrics), the broker on `settings`' store (or `backend`),
     the ticker and heartbeat, and a shutdown that ends every stream at once.
     Serve it with `edge.server.serve`, which puts the front door before it."""
-    app = web.Application()
+    # Only POST /publish reads a body whole (uploads are streamed): this is its limit.
+    app = web.Application(client_max_size=settings.max_publish_bytes)
     _install(app, settings, backend, STANDALONE)
     return app
 
@@ -104,12 +115,15 @@ def _install(
         queue_size=settings.queue_size,
         on_fanout=metrics.observe_fanout,
         max_topic_length=settings.max_topic_length,
+        hold_window=settings.coalesce_ms / 1000,
     )
     policy = policy_for(settings)
     # Every job under one series (its name tells nothing), other private topics
     # under "(private)": /metrics is open to anyone who can reach it.
     broker.stats.label = lambda t: metrics_label(t) if is_job_topic(t) else policy.shown_as(t)
     metrics.watch(broker)
+    lag = LoopLag()
+    metrics.watch_lag(lag)
     metrics.watch_refusals(policy.refusals)
 
     app.on_response_prepare.append(json_error_body)
@@ -123,6 +137,7 @@ def _install(
         router = app[MERCURE] = Router(lambda topic: bool(policy.needs_token([topic])))
         broker.add_tap(router.tap)
         app.on_response_prepare.append(mercure.discovery)
+    app[LAG] = lag
     app[STOPPING] = asyncio.Event()
     if features.jobs:
         app[JOBS] = Jobs(broker, settings.data_dir, lambda t: bool(policy.needs_token([t])))
@@ -181,6 +196,8 @@ def _background_tasks(
         if ticker:
             on_late = app[METRICS].observe_tick_lateness
             tasks.append(_spawn(run_ticker(broker, settings.tick_interval, on_late), "ticker"))
+        if settings.max_publish_lag_ms:
+            tasks.append(_spawn(app[LAG].run(), "loop lag"))
         yield
         for task in tasks:
             task.cancel()

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -8,7 +9,7 @@ from broadcaster.fanout.broker import END, Broker
 from broadcaster.fanout.stores.memory import MemoryBackend
 from broadcaster.wire.events import Frame
 from tests.support.polling import until
-from tests.support.transport import FakeTransport
+from tests.support.transport import FakeTransport, dechunk
 
 
 @pytest.fixture
@@ -101,3 +102,61 @@ async def test_close_all_sends_held_events_before_the_final_frame(broker: Broker
         one, two = await broker.publish("t", "1"), await broker.publish("t", "2")
         broker.close_all(final)
         assert drain(sub.queue) == [one.frame, two.frame, final, END]
+
+
+async def test_a_published_batch_reaches_each_subscriber_in_one_write(broker: Broker) -> None:
+    sockets = [FakeTransport(), FakeTransport()]
+    subs = [broker.subscribe({"a", "b"}, socket).open() for socket in sockets]
+    for sub in subs:
+        sub.go_direct()
+    events = await broker.publish_many([("a", "1", None), ("a", "2", "x"), ("a", "3", None)])
+    broker.flush()
+    assert [e.id.seq for e in events] == [1, 2, 3]
+    wire = b"".join(e.frame.payload for e in events)
+    assert [(s.writes, dechunk(bytes(s.wire))) for s in sockets] == [(1, (wire, False))] * 2
+    assert broker.stats.deliveries == 6
+    for sub in subs:
+        sub.close()
+
+
+class SlowSocket(FakeTransport):
+    """A socket whose every write costs `cost` seconds of the loop, as a write
+    syscall to thousands of clients does, so the fan-out falls behind."""
+
+    def __init__(self, cost: float) -> None:
+        super().__init__()
+        self.cost = cost
+        self.sent: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        time.sleep(self.cost)  # the cost being simulated, not a wait for anything
+        super().write(data)
+        self.sent.append(data)
+
+
+async def test_when_the_fan_out_falls_behind_events_are_held_and_go_out_together() -> None:
+    broker = Broker(MemoryBackend(100), queue_size=100, hold_window=0.004)
+    await broker.start()
+    socket = SlowSocket(cost=0.01)
+    with broker.subscribe({"t"}, socket) as sub:
+        sub.go_direct()
+        first = await broker.publish("t", "1")
+        assert len(socket.sent) == 1  # nothing was held: the fan-out was idle
+        await asyncio.sleep(0)  # the next publishes land in later loop iterations
+        held = [await broker.publish("t", "2")]
+        assert len(socket.sent) == 1  # the last fan-out took 10 ms: this one waits
+        await asyncio.sleep(0)
+        held.append(await broker.publish("t", "3"))
+        assert broker.backlog() == 2  # what /metrics shows as the publish backlog
+        deadline = time.monotonic() + 5
+        while len(socket.sent) < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.001)
+        assert socket.sent == [first.frame.chunk, Frame.joined([e.frame for e in held]).chunk]
+        assert broker.backlog() == 0
+        # Once the fan-out has had time to spare, an event goes out at once again.
+        socket.cost = 0
+        while broker.busy() and time.monotonic() < deadline:
+            await asyncio.sleep(0.001)
+        last = await broker.publish("t", "4")
+        assert socket.sent[-1] == last.frame.chunk
+    assert broker.stats.deliveries == 4

@@ -162,6 +162,47 @@ async def test_publish_reads_the_data_from_stdin_for_a_dash(server_process: Serv
     )
 
 
+async def test_publish_without_data_sends_stdin_as_one_batch(server_process: ServerFactory) -> None:
+    server = server_process(*QUIET)
+    lines = [
+        {"data": "default topic"},
+        {"topic": "u", "data": {"n": 2}, "event": "counted"},
+        {"data": "third", "event": "own"},
+    ]
+    stdin = "\n".join(json.dumps(line) for line in lines) + "\n\n"
+    async with (
+        aiohttp.ClientSession() as session,
+        open_stream(session, f"{server.url}/events?topic=t&topic=u") as stream,
+    ):
+        code, out, err = await cli(
+            "publish", "--url", server.url, "--topic", "t", "--event", "e", stdin=stdin.encode()
+        )
+        assert (code, err) == (0, "")
+        got = await stream.until(lambda e: e.data == "third")
+    sent = [e for e in got if e.event != "resync"]
+    assert [(e.id, e.event, e.data) for e in sent] == list(
+        zip(
+            out.split(),
+            ["e", "counted", "own"],
+            ["default topic", '{"n": 2}', "third"],
+            strict=True,
+        )
+    )
+    # All or nothing: the second line has no topic, so nothing is published.
+    code, out, err = await cli(
+        "publish", "--url", server.url, stdin=b'{"topic":"t","data":"a"}\n{"data":"b"}'
+    )
+    assert (code, out) == (1, "")
+    assert err.startswith(
+        "broadcaster publish: server answered 400: item 1 (line 2): field 'topic'"
+    )
+    code, _, err = await cli("publish", "--url", server.url, stdin=b'{"topic":"t"\n')
+    assert (code, err[:50]) == (1, "broadcaster publish: stdin line 1 is not JSON: Exp")
+    code, _, err = await cli("publish", "--url", server.url, "x")
+    assert code == 2
+    assert err.endswith("broadcaster publish: error: --topic is required with DATA\n")
+
+
 async def test_both_commands_take_the_url_from_the_environment(
     server_process: ServerFactory,
 ) -> None:
@@ -347,7 +388,7 @@ async def test_help_lists_the_commands_and_shows_unset_defaults() -> None:
     assert (code, err) == (0, "")
     assert out.startswith(
         "usage: broadcaster [options]\n"
-        "       broadcaster publish --topic T [--event E] [--url URL] [--token TOKEN] DATA\n"
+        "       broadcaster publish [--topic T] [--event E] [--url URL] [--token TOKEN] [DATA]\n"
         "       broadcaster listen [--topic T ...] [--json] [--url URL] [--token TOKEN]\n"
         "       broadcaster token [--sub-topic P ...] [--pub-topic P ...] [--ttl SECONDS]"
         " [--jwt-secret S]\n"

@@ -54,7 +54,7 @@ async def test_zero_history_only_accepts_the_newest() -> None:
 async def test_publish_delivers_synchronously_once_started() -> None:
     backend = MemoryBackend(5, epoch=EPOCH)
     seen: list[Event] = []
-    await backend.start(seen.append)
+    await backend.start(seen.extend)
     event = await backend.publish("a", "x", "t")
     assert seen == [event]
     await backend.aclose()

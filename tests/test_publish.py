@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
+import time
 from dataclasses import replace
 from typing import Any
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from yarl import URL
 
 from broadcaster.app import create_app
+from broadcaster.auth.tokens import mint
 from broadcaster.ops.config import Settings
-from broadcaster.web.keys import BROKER
+from broadcaster.web.keys import BROKER, LAG
 from broadcaster.web.publish import is_loopback
 from broadcaster.wire.events import EventId
-from tests.conftest import open_stream
+from tests.conftest import front_door, open_stream
 
 TOKEN = "correct horse battery staple"
 BASE = Settings(tick_interval=3600, heartbeat_interval=3600, max_event_bytes=1024)
@@ -190,3 +195,150 @@ async def test_without_a_token_a_remote_client_is_refused(aiohttp_client: Any) -
     status, answer = await post(client, '{"topic":"t","data":"x"}', JSON)
     assert status == 403
     assert "only loopback clients may publish" in answer["error"]
+
+
+NDJSON = {"Content-Type": "application/x-ndjson"}
+BATCH = [
+    {"topic": "t", "data": "one"},
+    {"topic": "u", "data": {"n": 2}, "event": "counted"},
+    {"topic": "t", "data": "three\nlines"},
+]
+
+
+@pytest.mark.parametrize(
+    ("body", "headers"),
+    [
+        (json.dumps(BATCH), AUTH | JSON),
+        ("\n".join(json.dumps(item) for item in BATCH) + "\n\n", AUTH | NDJSON),
+        (json.dumps(BATCH), AUTH | {"Content-Type": "application/x-www-form-urlencoded"}),
+    ],
+    ids=["json array", "ndjson", "curl -d with a JSON array"],
+)
+async def test_a_batch_is_published_in_order_and_its_ids_come_back_in_order(
+    client: Client, body: str, headers: dict[str, str]
+) -> None:
+    url = str(client.make_url("/events?topic=t&topic=u"))
+    async with open_stream(client.session, url) as stream:
+        status, answer = await post(client, body, headers)
+        assert status == 200, answer
+        got = await stream.events(3)
+    assert [(e.id, e.event, e.data) for e in got] == [
+        (answer["ids"][0], "message", "one"),
+        (answer["ids"][1], "counted", '{"n": 2}'),
+        (answer["ids"][2], "message", "three\nlines"),
+    ]
+    ids = [EventId.parse(i) for i in answer["ids"]]
+    assert [i.seq - ids[0].seq for i in ids] == [0, 1, 2]
+
+
+OK = {"topic": "t", "data": "ok"}
+BAD_BATCHES = [
+    # (status, body, headers, words in the error)
+    (400, [OK, {"topic": "t"}], JSON, "item 1: field 'data' is required"),
+    (400, [OK, "hello"], JSON, "item 1: must be a JSON object"),
+    (400, [OK, {"topic": "a b", "data": "x"}], JSON, "item 1: invalid topic"),
+    (400, [], JSON, "the batch is empty"),
+    (413, [OK, {"topic": "t", "data": LONG}], JSON, "item 1: event exceeds"),
+    (400, '{"topic":"t","data":"ok"}\n\n{"topic":"t","event":"shutdown","data":"x"}', NDJSON,
+     "item 1 (line 3): event type 'shutdown' is reserved"),
+    (400, '{"topic":"t","data":"ok"}\n{oops', NDJSON, "line 2 is not valid JSON"),
+    (400, "\n\n", NDJSON, "the batch is empty"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("status", "body", "headers", "words"), BAD_BATCHES)
+async def test_a_bad_item_refuses_the_whole_batch_and_names_it(
+    client: Client, status: int, body: Any, headers: dict[str, str], words: str
+) -> None:
+    sent = body if isinstance(body, str | bytes) else json.dumps(body)
+    got, answer = await post(client, sent, AUTH | headers)
+    assert (got, answer["status"]) == (status, status)
+    assert words in answer["error"]
+    assert sum(client.app[BROKER].stats.published.values()) == 0
+
+
+async def test_the_body_limit_is_max_publish_bytes(aiohttp_client: Any) -> None:
+    app = create_app(replace(BASE, publish_token=TOKEN, max_publish_bytes=3000))
+    client = await aiohttp_client(app)
+    fits = json.dumps([{"topic": "t", "data": "x" * 1000}] * 2)
+    too_big = json.dumps([{"topic": "t", "data": "x" * 1000}] * 3)
+
+    async def chunked(body: str) -> Any:
+        yield body.encode()
+
+    status, answer = await post(client, fits, AUTH | JSON)
+    assert (status, len(answer["ids"])) == (200, 2)
+    for body in (too_big, chunked(too_big)):  # with a Content-Length, and without
+        async with client.post("/publish", data=body, headers=AUTH | JSON) as response:
+            assert response.status == 413
+            assert (
+                "exceeds the limit of 3000 bytes (--max-publish-bytes)"
+                in (await response.json())["error"]
+            )
+    assert sum(client.app[BROKER].stats.published.values()) == 2
+
+
+def stall_the_loop(seconds: float) -> None:
+    """Block the loop, as fan-outs that it cannot keep up with do."""
+    time.sleep(seconds)
+
+
+async def test_publishing_is_refused_while_the_loop_runs_later_than_the_bound(
+    aiohttp_client: Any,
+) -> None:
+    app = create_app(replace(BASE, publish_token=TOKEN, max_publish_lag_ms=50))
+    client = await aiohttp_client(app)
+    lag = app[LAG]
+    deadline = time.monotonic() + 10
+    while not lag.measuring and time.monotonic() < deadline:
+        await asyncio.sleep(0.001)
+    stall_the_loop(0.2)
+    async with client.post("/publish", json={"topic": "t", "data": "x"}, headers=AUTH) as late:
+        assert (late.status, late.headers["Retry-After"]) == (503, "1")
+        assert "too busy: events wait" in (await late.json())["error"]
+    assert sum(app[BROKER].stats.published.values()) == 0
+    while lag.seconds() > 0.05 and time.monotonic() < deadline:
+        await asyncio.sleep(0.001)
+    status, _ = await post(client, '{"topic":"t","data":"x"}', AUTH | JSON)
+    assert status == 200
+    async with client.get("/metrics") as response:
+        metrics = await response.text()
+    assert "broadcaster_publish_throttled_total 1.0" in metrics
+    assert "broadcaster_publish_backlog 0.0" in metrics
+    assert re.search(r"^broadcaster_publish_lag_seconds \d", metrics, re.M)
+
+
+async def test_a_batch_with_one_topic_the_token_does_not_cover_publishes_nothing(
+    aiohttp_client: Any,
+) -> None:
+    secret = "batch-secret-" + "k" * 40
+    client = await aiohttp_client(create_app(replace(BASE, jwt_secret=secret)))
+    token = {"Authorization": f"Bearer {mint(secret, [], ['chat.*'], ttl=60)}"}
+    batch = json.dumps([{"topic": "chat.1", "data": "a"}, {"topic": "news", "data": "b"}])
+    status, answer = await post(client, batch, token | JSON)
+    assert status == 403
+    assert answer["error"] == "item 1: the token does not allow publishing to 'news'"
+    assert sum(client.app[BROKER].stats.published.values()) == 0
+    status, answer = await post(client, batch.replace("news", "chat.2"), token | JSON)
+    assert (status, len(answer["ids"])) == (200, 2)
+
+
+async def test_a_publish_that_waited_behind_pipelined_requests_past_the_bound_is_refused() -> None:
+    app = create_app(replace(BASE, max_publish_lag_ms=100))
+    body = b'{"topic":"t","data":"late"}'
+    pipelined = (
+        # Slow work that leaves the loop free: only the publish queued behind it waits.
+        b"GET /long?rows=2&step=1&delay=0.3 HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"POST /publish HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\nConnection: close\r\n\r\n%b" % (len(body), body)
+    )
+    async with front_door(app) as site:
+        reader, writer = await asyncio.open_connection("127.0.0.1", URL(site.name).port)
+        writer.write(pipelined)
+        answers = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+    last = answers.rsplit(b"HTTP/1.1 ", 1)[1]
+    assert last.startswith(b"503 ")
+    assert b"Retry-After: 1\r\n" in last
+    assert b"too busy: events wait" in last
+    assert sum(app[BROKER].stats.published.values()) == 0

@@ -271,7 +271,7 @@ async def test_every_event_added_once_started_is_delivered(redis_server: RedisSe
     backend = RedisBackend(redis_server.url, history=100, lease_seconds=3600)
     delivered: list[Event] = []
     try:
-        await backend.start(delivered.append)
+        await backend.start(delivered.extend)
         added = await other_instance.xadd(STREAM, {"topic": "t", "data": "just after"})
 
         async def arrived() -> bool:
@@ -282,3 +282,27 @@ async def test_every_event_added_once_started_is_delivered(redis_server: RedisSe
         await backend.aclose()
         await other_instance.aclose()
     assert [(str(e.id), e.data) for e in delivered] == [(added, "just after")]
+
+
+async def test_a_batch_is_one_round_trip_and_comes_back_in_one_delivery(
+    redis_server: RedisServer,
+) -> None:
+    backend = RedisBackend(redis_server.url, history=100, lease_seconds=3600)
+    deliveries: list[list[Event]] = []
+    try:
+        await backend.start(lambda events: deliveries.append(list(events)))
+        events = await backend.publish_many(
+            [("t", "1", None, None), ("u", "2", "x", None), ("t", "3", None, None)]
+        )
+
+        async def arrived() -> bool:
+            return bool(deliveries)
+
+        await wait_for(arrived, 5, "the batch")
+    finally:
+        await backend.aclose()
+    assert deliveries == [events]
+    assert [(e.topic, e.data, e.type) for e in events] == [
+        ("t", "1", None), ("u", "2", "x"), ("t", "3", None)
+    ]  # fmt: skip
+    assert events[0].id < events[1].id < events[2].id

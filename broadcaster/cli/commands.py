@@ -46,7 +46,14 @@ def main(argv: Sequence[str]) -> int:
             return print_token(args)
         url = server_url(*_url_source(commands[args.command], args, os.environ))
         args.token = clean_token(args.token)
+        if args.command == "publish" and args.data is None:
+            if sys.stdin.isatty():
+                raise Failure("give DATA, or pipe events to stdin, one JSON object per line")
+            lines = batch_lines(_stdin_text(), args.topic, args.event)
+            return asyncio.run(publish_batch(url, lines, args.token))
         if args.command == "publish":
+            if args.topic is None:
+                commands["publish"].error("--topic is required with DATA")
             data = _stdin_text() if args.data == "-" else args.data
             return asyncio.run(publish(url, args.topic, data, args.event, args.token))
         return asyncio.run(listen(url, args.topic, as_json=args.json, token=args.token))
@@ -74,11 +81,17 @@ def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentPars
     url_help = f"server (env {URL_ENV}; default {DEFAULT_URL})"
     pub = subparsers.add_parser(
         "publish",
-        help="publish one event",
-        usage="%(prog)s --topic T [--event E] [--url URL] [--token TOKEN] DATA",
+        help="publish one event, or without DATA, the events on stdin (NDJSON)",
+        usage="%(prog)s [--topic T] [--event E] [--url URL] [--token TOKEN] [DATA]",
     )
-    pub.add_argument("data", metavar="DATA", help="the event's data (UTF-8 text); - reads stdin")
-    pub.add_argument("--topic", required=True, help="topic to publish on")
+    pub.add_argument(
+        "data",
+        metavar="DATA",
+        nargs="?",
+        help="the event's data (UTF-8 text); - reads stdin; without it, stdin holds one"
+        " JSON event per line, all published at once",
+    )
+    pub.add_argument("--topic", help="topic to publish on (with stdin events: where none is given)")
     pub.add_argument("--event", help="event type (default: message)")
     pub.add_argument("--url", help=url_help)
     pub.add_argument(
@@ -207,6 +220,59 @@ async def publish(url: URL, topic: str, data: str, event: str | None, token: str
         raise Failure(f"{endpoint} answered without an event id: is it a broadcaster server?")
     print(event_id)
     return 0
+
+
+def batch_lines(text: str, topic: str | None, event: str | None) -> list[str]:
+    """stdin's events, one JSON object per line, with --topic and --event filled
+    in where a line gives none; the server checks the rest, and names the line."""
+    lines = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise Failure(f"stdin line {number} is not JSON: {error}") from None
+        if isinstance(item, dict):
+            defaults = {"topic": topic, "event": event}
+            item = {k: v for k, v in defaults.items() if v is not None} | item
+        lines.append(json.dumps(item, ensure_ascii=False))
+    if not lines:
+        raise Failure("no events on stdin: give DATA, or one JSON object per line on stdin")
+    return lines
+
+
+async def publish_batch(url: URL, lines: list[str], token: str | None) -> int:
+    """All of `lines` in one request, published all or none; prints their ids in order."""
+    headers = {"Content-Type": "application/x-ndjson"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    endpoint = _endpoint(url, "/publish")
+    body = "\n".join(lines).encode()
+    async with aiohttp.ClientSession(timeout=PUBLISH_TIMEOUT) as session:
+        try:
+            async with session.post(endpoint, data=body, headers=headers) as resp:
+                if resp.status != 200:
+                    message = await server_error(resp)
+                    raise Failure(_refusal(endpoint, resp.status, message, bool(token)))
+                ids = await _event_ids(resp)
+        except (aiohttp.ClientError, TimeoutError) as error:
+            raise Failure(describe(error, url)) from None
+    if ids is None:
+        raise Failure(f"{endpoint} answered without event ids: is it a broadcaster server?")
+    print("\n".join(ids))
+    return 0
+
+
+async def _event_ids(resp: aiohttp.ClientResponse) -> list[str] | None:
+    try:
+        answer = await resp.json(content_type=None)
+    except ValueError:
+        return None
+    ids = answer.get("ids") if isinstance(answer, dict) else None
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        return None
+    return ids
 
 
 def _refusal(endpoint: object, status: int, message: str, sent_token: bool) -> str:

@@ -24,6 +24,7 @@ from broadcaster.edge import pace
 from broadcaster.edge.connection import Connection
 from broadcaster.edge.front_door import FrontDoor
 from broadcaster.ops.config import Settings
+from broadcaster.web.keys import ARRIVED
 
 log = logging.getLogger("broadcaster")
 
@@ -71,6 +72,9 @@ class FrontDoorSite(web.BaseSite):
         ) -> web.BaseRequest:
             door.request_head_received(protocol)
             request = factory(message, payload, protocol, writer, task)
+            arrived = protocol.take_arrival() if isinstance(protocol, Connection) else None
+            if arrived is not None:
+                request[ARRIVED] = arrived
             pace.watch(request, settings.idle_timeout, settings.min_body_rate)
             return request
 

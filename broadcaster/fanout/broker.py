@@ -12,14 +12,14 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 # Re-exported: the broker is the one way to the stores.
 from broadcaster.fanout.stores.base import Backend as Backend
 from broadcaster.fanout.stores.base import BackendUnavailable as BackendUnavailable
-from broadcaster.fanout.stores.base import Replay
+from broadcaster.fanout.stores.base import Draft, Replay, StoreDraft
 from broadcaster.fanout.stores.memory import MemoryBackend
 from broadcaster.wire.events import Event, EventId, Frame, Mercure
 from broadcaster.wire.topics import DEFAULT_MAX_LENGTH, check_topic
@@ -241,6 +241,7 @@ class Broker:
         queue_size: int,
         on_fanout: Callable[[float], None] | None = None,
         max_topic_length: int = DEFAULT_MAX_LENGTH,
+        hold_window: float = 0.0,
     ) -> None:
         self._backend = backend
         self._max_topic_length = max_topic_length
@@ -252,6 +253,10 @@ class Broker:
         self._closed = False
         self._batch: list[Event] | None = None
         self._taps: list[Tap] = []
+        self._flush_due: asyncio.Handle | None = None
+        self._hold_window = hold_window
+        self._busy_until = 0.0
+        self._storing = 0
 
     @property
     def name(self) -> str:
@@ -309,9 +314,31 @@ class Broker:
         could follow, and `BackendUnavailable` when the store cannot take it.
         A Mercure update (`mercure`) was checked by the hub: its topics are
         any strings, URLs included."""
+        return (await self._store([self._checked((topic, data, event), mercure)]))[0]
+
+    async def publish_many(self, drafts: Sequence[Draft]) -> list[Event]:
+        """Publish several events at once (consecutive ids, all or none); they
+        reach each subscriber together, in one write. Raises as `publish` does,
+        storing none."""
+        return await self._store([self._checked(draft, None) for draft in drafts])
+
+    async def _store(self, drafts: list[StoreDraft]) -> list[Event]:
+        self._storing += len(drafts)
+        try:
+            return await self._backend.publish_many(drafts)
+        finally:
+            self._storing -= len(drafts)
+
+    def _checked(self, draft: Draft, mercure: Mercure | None) -> StoreDraft:
+        topic, data, event = draft
         if mercure is None:
             topic = check_topic(topic, self._max_topic_length)
-        return await self._backend.publish(topic, data, event, mercure)
+        return topic, data, event, mercure
+
+    def backlog(self) -> int:
+        """Events published here and not fanned out yet: held for a batch, or
+        on their way to the store."""
+        return len(self._batch or ()) + self._storing
 
     def add_tap(self, tap: Tap) -> None:
         """Also fan every event out to the subscribers `tap` picks for it."""
@@ -343,28 +370,57 @@ class Broker:
             if not (sub.offer(final) and sub.end()):
                 self._evict(sub)
 
-    def _deliver(self, event: Event) -> None:
-        """The backend's callback, once per event, in id order.
+    def _deliver(self, events: Sequence[Event]) -> None:
+        """The backend's callback, with the events it has at hand, in id order.
 
-        The first event of a loop iteration is fanned out at once. Events that
-        follow in the same iteration wait for its end and then go out together,
-        one write per subscriber: under load, when many publishes land in one
-        iteration, the per-socket write is what it costs, so this is where
-        capacity comes from. Order is kept: once a batch is open, every event
-        joins it.
+        Events go out together, one write per subscriber, whenever they can:
+        under load the per-socket write is what a delivery costs, so this is
+        where capacity comes from. Order is kept: once a batch is open, every
+        event joins it, and it goes out whole.
+
+        - At an ordinary pace, the first events of a loop iteration are fanned
+          out at once; events that follow in the same iteration are held to its
+          end. Nothing waits on a clock.
+        - When the fan-out is not keeping up (an event arrives before the last
+          fan-out's end plus its own length, so fanning out takes at least half
+          the loop), events are held for up to `hold_window` seconds, and
+          whatever arrives meanwhile goes out with them.
         """
-        if self._batch is None:
-            self._batch = []
-            asyncio.get_running_loop().call_soon(self.flush)
-            self._fan_out([event])
+        if not events:
+            return
+        if self._batch is not None:
+            self._batch.extend(events)
+            return
+        loop = asyncio.get_running_loop()
+        self._batch = []
+        if self._hold_window and self.busy():
+            self._batch.extend(events)
+            self._flush_due = loop.call_later(self._hold_window, self.flush)
         else:
-            self._batch.append(event)
+            self._flush_due = loop.call_soon(self.flush)
+            self._fan_out_all(events)
+
+    def busy(self) -> bool:
+        """Whether the fan-out is falling behind: the last one ended less than
+        its own length ago."""
+        return time.perf_counter() < self._busy_until
 
     def flush(self) -> None:
-        """Fan out the events held for the end of this loop iteration."""
+        """Fan out the events held for the end of this loop iteration, or window."""
         batch, self._batch = self._batch, None
-        for run in _same_topic_runs(batch or ()):
+        if self._flush_due is not None:
+            self._flush_due.cancel()
+            self._flush_due = None
+        if batch:
+            self._fan_out_all(batch)
+
+    def _fan_out_all(self, events: Sequence[Event]) -> None:
+        # Not `loop.time()`: uvloop's is cached per iteration, to the millisecond.
+        started = time.perf_counter()
+        for run in _same_topic_runs(events):
             self._fan_out(run)
+        ended = time.perf_counter()
+        self._busy_until = ended + (ended - started)
 
     def _fan_out(self, events: list[Event]) -> None:
         started = time.perf_counter()

@@ -30,6 +30,7 @@ class Settings:
     port: int = 8000
     tick_interval: float = 5.0
     queue_size: int = 256
+    coalesce_ms: float = 5.0
     heartbeat_interval: float = 15.0
     retry_ms: int = 2000
     history: int = 1000
@@ -37,6 +38,8 @@ class Settings:
     max_topics: int = 32
     max_topic_length: int = 64
     max_event_bytes: int = 64 * 1024
+    max_publish_bytes: int = 1024 * 1024
+    max_publish_lag_ms: int = 500
     publish_token: str | None = field(default=None, repr=False)
     log_level: str = "INFO"
     log_format: str = "text"
@@ -154,13 +157,30 @@ OPTIONS: tuple[Option, ...] = (
     Option("port", _bounded(int, 0, 65535), "TCP port (0 picks a free one)"),
     Option("tick_interval", _bounded(float, 0.01, 86400), "seconds between ticker messages"),
     Option("queue_size", _bounded(int, 1, 1_000_000), "frames queued per client before eviction"),
+    Option(
+        "coalesce_ms",
+        _bounded(float, 0, 5),
+        "milliseconds events may be held, when the fan-out cannot keep up, to go out"
+        " together; 0: never held",
+    ),
     Option("heartbeat_interval", _bounded(float, 0.01, 3600), "seconds between heartbeat comments"),
     Option("retry_ms", _bounded(int, 0, 3_600_000), "reconnect delay sent to clients as retry:"),
     Option("history", _bounded(int, 0, 10_000_000), "events kept for replay by Last-Event-ID"),
     Option("max_clients", _bounded(int, 1, 1_000_000), "streams served at once; past it: 503"),
     Option("max_topics", _bounded(int, 1, 1000), "topics one stream may follow; past it: 400"),
     Option("max_topic_length", _bounded(int, 20, 1024), "longest topic name; past it: 400"),
-    Option("max_event_bytes", _bounded(int, 1, 16 * 1024 * 1024), "largest publish body"),
+    Option("max_event_bytes", _bounded(int, 1, 16 * 1024 * 1024), "largest event published"),
+    Option(
+        "max_publish_bytes",
+        _bounded(int, 1, 256 * 1024 * 1024),
+        "largest POST /publish body: one event, or a batch",
+    ),
+    Option(
+        "max_publish_lag_ms",
+        _bounded(int, 0, 60_000),
+        "publishing answers 503 with Retry-After while the event loop runs later than this;"
+        " 0: never",
+    ),
     Option("publish_token", _token, "bearer token for POST /publish; unset: loopback only"),
     Option("log_level", _choice(LOG_LEVELS), "DEBUG, INFO, WARNING or ERROR"),
     Option("log_format", _choice(LOG_FORMATS), "text, or json for one object per line"),

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from broadcaster.fanout.broker import Broker
+from broadcaster.ops.lag import LoopLag
 
 FANOUT_BUCKETS = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1, 0.3, 1.0)
 LATENESS_BUCKETS = (5e-4, 1e-3, 2e-3, 5e-3, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
@@ -34,6 +35,19 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.publish_wait_seconds = Histogram(
+            "broadcaster_publish_wait_seconds",
+            "How long each publish request waited for its turn: behind pipelined requests,"
+            " and the loop's lateness",
+            buckets=LATENESS_BUCKETS,
+            registry=self.registry,
+        )
+        self.publish_throttled = Counter(
+            "broadcaster_publish_throttled",
+            "Publish requests refused with 503 because the loop lag passed --max-publish-lag-ms",
+            registry=self.registry,
+        )
+
     def observe_tick_lateness(self, seconds: float) -> None:
         self.tick_lateness_seconds.observe(seconds)
 
@@ -42,6 +56,9 @@ class Metrics:
 
     def watch(self, broker: Broker) -> None:
         self.registry.register(BrokerCollector(broker))
+
+    def watch_lag(self, lag: LoopLag) -> None:
+        self.registry.register(LagCollector(lag))
 
     def watch_refusals(self, refusals: Mapping[str, int]) -> None:
         """Token refusals by reason: the keys are a closed set (`auth.tokens.REASONS`)."""
@@ -63,6 +80,19 @@ class RefusalCollector(Collector):
         yield counter
 
 
+class LagCollector(Collector):
+    def __init__(self, lag: LoopLag) -> None:
+        self._lag = lag
+
+    def collect(self) -> Iterable[Metric]:
+        yield GaugeMetricFamily(
+            "broadcaster_publish_lag_seconds",
+            "How late the event loop runs now: what an event published now waits before"
+            " its fan-out; past --max-publish-lag-ms, publishing answers 503",
+            value=self._lag.seconds(),
+        )
+
+
 class BrokerCollector(Collector):
     def __init__(self, broker: Broker) -> None:
         self._broker = broker
@@ -71,6 +101,12 @@ class BrokerCollector(Collector):
         broker, stats = self._broker, self._broker.stats
         yield GaugeMetricFamily(
             "broadcaster_clients", "Connected SSE clients", value=broker.client_count
+        )
+        yield GaugeMetricFamily(
+            "broadcaster_publish_backlog",
+            "Events published and not fanned out yet: held for a batch, or on their way"
+            " to the store",
+            value=broker.backlog(),
         )
         published = CounterMetricFamily(
             "broadcaster_events_published", "Events published, by topic", labels=["topic"]

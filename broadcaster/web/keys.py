@@ -11,6 +11,7 @@ from broadcaster.fanout.broker import Broker
 from broadcaster.fanout.mercure_router import Router
 from broadcaster.jobs.registry import Jobs
 from broadcaster.ops.config import Settings
+from broadcaster.ops.lag import LoopLag
 from broadcaster.ops.metrics import Metrics
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -19,6 +20,9 @@ METRICS = web.AppKey("metrics", Metrics)
 JOBS = web.AppKey("jobs", Jobs)
 POLICY = web.AppKey("policy", Policy)
 MERCURE = web.AppKey("mercure", Router)
+LAG = web.AppKey("lag", LoopLag)
+ARRIVED = web.RequestKey("arrived", float)
+"""When the request's head was read (`time.perf_counter`), where the server knows."""
 STOPPING = web.AppKey("stopping", asyncio.Event)
 """Set when the server starts shutting down: streams that are not the broker's
 (`/long`) end on it."""

@@ -29,7 +29,13 @@ from broadcaster.fanout.mercure_router import Follower, Router
 from broadcaster.web import stream_core
 from broadcaster.web.errors import ApiError
 from broadcaster.web.keys import BROKER, MERCURE, POLICY, SETTINGS
-from broadcaster.web.publish import FORM, RESERVED_EVENT_TYPES, is_loopback, read_limited
+from broadcaster.web.publish import (
+    FORM,
+    RESERVED_EVENT_TYPES,
+    event_too_large,
+    is_loopback,
+    read_body,
+)
 from broadcaster.web.stream import EventStreamResponse, pump
 from broadcaster.web.stream_core import Stream, StreamRequest
 from broadcaster.wire.events import PRIVATE_ROUTE, EventId, Mercure
@@ -73,7 +79,9 @@ async def publish(request: web.Request) -> web.Response:
     grant = authorize_publisher(request, settings.publish_token, policy)
     if request.content_type != FORM:
         raise ApiError(415, f"Content-Type must be {FORM}, not {request.content_type!r}")
-    body = await read_limited(request, settings.max_event_bytes)
+    body = await read_body(request, settings.max_publish_bytes)
+    if len(body) > settings.max_event_bytes:
+        raise event_too_large(settings.max_event_bytes)
     update = parse_update(body, settings.max_topics)
     if grant is not None:
         for topic in update.topics:  # every topic, canonical and alternate (the spec)

@@ -1,10 +1,13 @@
-"""POST /publish: authenticated, size-limited, strictly validated."""
+"""POST /publish: authenticated, size-limited, strictly validated; one event,
+or a batch (a JSON array, or NDJSON) published all or nothing."""
 
 from __future__ import annotations
 
 import hmac
 import ipaddress
 import json
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 from urllib.parse import parse_qs
@@ -14,13 +17,16 @@ from aiohttp import web
 from broadcaster.auth.policy import Policy
 from broadcaster.auth.tokens import Grant, Refusal
 from broadcaster.fanout.broker import BackendUnavailable
+from broadcaster.ops.config import Settings
 from broadcaster.web.authorization import api_error
 from broadcaster.web.errors import ApiError
-from broadcaster.web.keys import BROKER, POLICY, SETTINGS
+from broadcaster.web.keys import ARRIVED, BROKER, LAG, METRICS, POLICY, SETTINGS
+from broadcaster.wire.events import Event
 from broadcaster.wire.topics import InvalidTopic, check_topic
 
 JSON = "application/json"
 FORM = "application/x-www-form-urlencoded"
+NDJSON = "application/x-ndjson"
 MAX_EVENT_TYPE_LENGTH = 64
 RESERVED_EVENT_TYPES = frozenset({"resync", "shutdown", "reauth"})
 FIELDS = frozenset({"topic", "event", "data"})
@@ -36,20 +42,62 @@ class PublishRequest:
 async def publish(request: web.Request) -> web.Response:
     settings, policy = request.app[SETTINGS], request.app[POLICY]
     grant = authorize(request, settings.publish_token, policy)
-    body = await read_limited(request, settings.max_event_bytes)
-    message = parse_message(parse_fields(request.content_type, body), settings.max_topic_length)
-    if grant is not None and not grant.publish.covers(message.topic):
-        refuse(
-            policy,
-            Refusal(
-                403, "not_covered", f"the token does not allow publishing to {message.topic!r}"
-            ),
-        )
+    check_lag(request, settings.max_publish_lag_ms)
+    body = await read_body(request, settings.max_publish_bytes)
+    batch = is_batch(request.content_type, body)
+    if batch:
+        messages = parse_batch(request.content_type, body, settings)
+    else:
+        if len(body) > settings.max_event_bytes:
+            raise event_too_large(settings.max_event_bytes)
+        fields = parse_fields(request.content_type, body)
+        messages = [parse_message(fields, settings.max_topic_length)]
+    if grant is not None:
+        check_covered(policy, grant, messages, batch)
+    drafts = [(m.topic, m.data, m.event) for m in messages]
     try:
-        event = await request.app[BROKER].publish(message.topic, message.data, message.event)
+        events = await request.app[BROKER].publish_many(drafts)
     except BackendUnavailable as error:
         raise ApiError(503, f"cannot publish now: {error}", {"Retry-After": "1"}) from None
-    return web.json_response({"id": str(event.id), "topic": event.topic, "event": event.type})
+    return web.json_response(answer(events, batch))
+
+
+def answer(events: Sequence[Event], batch: bool) -> dict[str, Any]:
+    """A batch's ids in order; one event's id, topic and type."""
+    if batch:
+        return {"ids": [str(event.id) for event in events]}
+    (event,) = events
+    return {"id": str(event.id), "topic": event.topic, "event": event.type}
+
+
+def check_lag(request: web.Request, bound_ms: int) -> None:
+    """503 once what is published now would reach subscribers later than the
+    bound: it waited its turn behind pipelined requests, and the loop runs late
+    (behind fan-outs it cannot keep up with). Accepting more makes both worse;
+    a refusal costs a fraction of a fan-out, so refusing is how the server
+    catches up."""
+    now = time.perf_counter()
+    arrived = request.get(ARRIVED)
+    wait = max(request.app[LAG].seconds(), now - arrived if arrived is not None else 0.0)
+    request.app[METRICS].publish_wait_seconds.observe(wait)
+    if bound_ms and wait * 1000 > bound_ms:
+        request.app[METRICS].publish_throttled.inc()
+        raise ApiError(
+            503,
+            f"too busy: events wait {wait * 1000:.0f} ms for their fan-out, over the"
+            f" {bound_ms} ms bound (--max-publish-lag-ms); retry later",
+            {"Retry-After": "1"},
+        )
+
+
+def check_covered(
+    policy: Policy, grant: Grant, messages: list[PublishRequest], batch: bool
+) -> None:
+    for index, message in enumerate(messages):
+        if not grant.publish.covers(message.topic):
+            where = f"item {index}: " if batch else ""
+            words = f"{where}the token does not allow publishing to {message.topic!r}"
+            refuse(policy, Refusal(403, "not_covered", words))
 
 
 def authorize(request: web.Request, token: str | None, policy: Policy) -> Grant | None:
@@ -100,37 +148,96 @@ def is_loopback(remote: str | None) -> bool:
     return address.is_loopback or (mapped is not None and mapped.is_loopback)
 
 
-async def read_limited(request: web.Request, limit: int) -> bytes:
-    """The body, refusing with 413 as soon as it is known to exceed `limit`."""
-    too_large = ApiError(413, f"body exceeds the limit of {limit} bytes (--max-event-bytes)")
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """The body, within aiohttp's `client_max_size` (the app sets it to `limit`);
+    refused with 413 before reading when its Content-Length is already over."""
+    too_large = ApiError(413, f"body exceeds the limit of {limit} bytes (--max-publish-bytes)")
     if request.content_length is not None and request.content_length > limit:
         raise too_large
-    body = bytearray()
-    async for chunk in request.content.iter_any():
-        body += chunk
-        if len(body) > limit:
-            raise too_large
-    return bytes(body)
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise too_large from None
+
+
+def event_too_large(limit: int, where: str = "") -> ApiError:
+    return ApiError(413, f"{where}event exceeds the limit of {limit} bytes (--max-event-bytes)")
+
+
+def is_batch(content_type: str, body: bytes) -> bool:
+    """NDJSON, or a JSON array: a JSON object or a form is one event."""
+    if content_type == NDJSON:
+        return True
+    return content_type in (JSON, FORM) and body.lstrip()[:1] == b"["
+
+
+def parse_batch(content_type: str, body: bytes, settings: Settings) -> list[PublishRequest]:
+    """Every item, or a 400 (413 for an oversized one) naming the first bad one."""
+    text = _utf8(body)
+    items = _ndjson(text) if content_type == NDJSON else [("", v) for v in _json_array(text)]
+    messages = []
+    for index, (where, item) in enumerate(items):
+        try:
+            if not isinstance(item, dict):
+                raise ApiError(400, "must be a JSON object with topic, data and optional event")
+            message = parse_message(item, settings.max_topic_length)
+        except ApiError as error:
+            raise ApiError(error.status_code, f"item {index}{where}: {error.message}") from None
+        if len(message.data.encode()) > settings.max_event_bytes:
+            raise event_too_large(settings.max_event_bytes, f"item {index}{where}: ")
+        messages.append(message)
+    if not messages:
+        raise ApiError(400, "the batch is empty: send at least one event")
+    return messages
+
+
+def _ndjson(text: str) -> list[tuple[str, Any]]:
+    """Each line that is not blank, parsed, with where it is for error messages."""
+    items = []
+    for number, line in enumerate(text.split("\n"), 1):
+        if line.strip():
+            try:
+                items.append((f" (line {number})", json.loads(line)))
+            except json.JSONDecodeError as error:
+                raise ApiError(400, f"line {number} is not valid JSON: {error}") from None
+    return items
+
+
+def _json_array(text: str) -> list[Any]:
+    value = _json(text)
+    if not isinstance(value, list):
+        raise ApiError(400, "body must be a JSON array of events")
+    return value
 
 
 def parse_fields(content_type: str, body: bytes) -> dict[str, Any]:
     if content_type not in (JSON, FORM):
-        raise ApiError(415, f"Content-Type must be {JSON} or {FORM}, not {content_type!r}")
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise ApiError(400, f"body is not UTF-8: {error.reason} at byte {error.start}") from None
+        raise ApiError(
+            415, f"Content-Type must be {JSON}, {NDJSON} or {FORM}, not {content_type!r}"
+        )
+    text = _utf8(body)
     # `curl -d '{...}'` labels JSON as a form; a form field never starts with "{".
     if content_type == JSON or text.lstrip().startswith("{"):
         return _json_object(text)
     return _form(text)
 
 
-def _json_object(text: str) -> dict[str, Any]:
+def _utf8(body: bytes) -> str:
     try:
-        value = json.loads(text)
+        return body.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ApiError(400, f"body is not UTF-8: {error.reason} at byte {error.start}") from None
+
+
+def _json(text: str) -> Any:
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as error:
         raise ApiError(400, f"body is not valid JSON: {error}") from None
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    value = _json(text)
     if not isinstance(value, dict):
         raise ApiError(400, "body must be a JSON object with topic, data and optional event")
     return value

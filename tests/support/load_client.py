@@ -23,7 +23,7 @@ SERVER_CORE, CLIENT_CORE = 0, 1
 def build() -> None:
     """Compile the load client and the trivial C server, if their sources changed."""
     BUILD.mkdir(exist_ok=True)
-    for name in ("loadclient", "blaster"):
+    for name in ("loadclient", "blaster", "publisher"):
         source, binary = SOURCES / f"{name}.c", BUILD / name
         if not binary.exists() or binary.stat().st_mtime < source.stat().st_mtime:
             subprocess.run(["gcc", "-O2", "-Wall", "-o", str(binary), str(source)], check=True)

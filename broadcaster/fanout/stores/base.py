@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from broadcaster.wire.events import Event, EventId, Mercure
 
-Deliver = Callable[[Event], None]
+Deliver = Callable[[Sequence[Event]], None]
+"""Called with every event the store has at hand, oldest first: events handed
+over together (one publish of a batch) are fanned out together."""
+
+Draft = tuple[str, str, str | None]
+"""An event before the store gives it an id: topic, data, type."""
+
+StoreDraft = tuple[str, str, str | None, Mercure | None]
+"""A `Draft` as the store keeps it, with what a Mercure update carries besides
+(None for a native event)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +55,10 @@ class Backend(Protocol):
 
     async def find(self, custom_id: str) -> EventId | None:
         """The id of the oldest event in the history published with `custom_id`."""
+
+    async def publish_many(self, drafts: Sequence[StoreDraft]) -> list[Event]:
+        """Store several events at once, with consecutive ids, in one round trip
+        to the store; all or none of them."""
 
     def healthy(self) -> bool:
         """Whether the store is reachable now."""

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from itertools import islice
 
-from broadcaster.fanout.stores.base import Deliver, Replay
+from broadcaster.fanout.stores.base import Deliver, Replay, StoreDraft
 from broadcaster.wire.events import Event, EventId, Mercure
 
 
@@ -28,12 +28,19 @@ class MemoryBackend:
     async def publish(
         self, topic: str, data: str, type: str | None = None, mercure: Mercure | None = None
     ) -> Event:
-        self._seq += 1
-        event = Event(topic, EventId(self._epoch, self._seq), data, type, mercure)
-        self._ring.append(event)
+        return (await self.publish_many([(topic, data, type, mercure)]))[0]
+
+    async def publish_many(self, drafts: Sequence[StoreDraft]) -> list[Event]:
+        first = self._seq + 1
+        self._seq += len(drafts)
+        events = [
+            Event(topic, EventId(self._epoch, seq), data, type, mercure)
+            for seq, (topic, data, type, mercure) in enumerate(drafts, first)
+        ]
+        self._ring.extend(events)
         if self._deliver is not None:
-            self._deliver(event)
-        return event
+            self._deliver(events)
+        return events
 
     async def since(self, last: EventId | None, topics: Collection[str] | None) -> Replay:
         newest = EventId(self._epoch, self._seq) if self._seq else None

@@ -3,7 +3,8 @@ by every instance. The only module that imports `redis`.
 
 - Publishing is an XADD with an approximate MAXLEN (the history bound) to one
   stream for all topics, so Redis orders events across topics and its entry ids
-  (`<ms>-<seq>`) are the event ids, the same on every instance.
+  (`<ms>-<seq>`) are the event ids, the same on every instance. A batch is its
+  XADDs in one MULTI/EXEC: one round trip, all or none, and next to each other.
 - One reader task per instance follows the stream with XREAD BLOCK and hands
   every entry to the broker, in stream order; an instance's own publishes come
   back this way too, so all instances deliver the same sequence. It starts from
@@ -26,7 +27,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from typing import Any, cast
 
 from redis.asyncio import Redis
@@ -34,7 +35,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import LockNotOwnedError, RedisError
 
-from broadcaster.fanout.stores.base import BackendUnavailable, Deliver, Replay
+from broadcaster.fanout.stores.base import BackendUnavailable, Deliver, Replay, StoreDraft
 from broadcaster.wire.events import Event, EventId, Mercure
 
 log = logging.getLogger("broadcaster.redis")
@@ -48,6 +49,16 @@ RETRY_SECONDS = 0.2
 health and delivery wait on it: a growing backoff (it was 0.1 s to 5 s) kept both
 down for seconds after Redis was back. An attempt is one connection, refused at
 once or cut by `socket_connect_timeout`, which costs Redis no more than a probe."""
+
+
+def _fields(draft: StoreDraft) -> dict[Any, Any]:
+    topic, data, type, mercure = draft
+    fields: dict[Any, Any] = {"topic": topic, "data": data}
+    if type is not None:
+        fields["type"] = type
+    if mercure is not None:
+        fields["mercure"] = mercure.to_json()
+    return fields
 
 
 # With decode_responses=True, redis-py answers str where its annotations allow bytes.
@@ -101,23 +112,28 @@ class RedisBackend:
     async def publish(
         self, topic: str, data: str, type: str | None = None, mercure: Mercure | None = None
     ) -> Event:
-        fields: dict[Any, Any] = {"topic": topic, "data": data}
-        if type is not None:
-            fields["type"] = type
-        if mercure is not None:
-            fields["mercure"] = mercure.to_json()
+        return (await self.publish_many([(topic, data, type, mercure)]))[0]
+
+    async def publish_many(self, drafts: Sequence[StoreDraft]) -> list[Event]:
+        # One MULTI/EXEC: one round trip, and the XADDs land next to each
+        # other, so the reader takes them in one read and the broker fans them
+        # out together.
         try:
             if self._last is None:
-                # Or this very event could come before the reader's start.
+                # Or these very events could come before the reader's start.
                 await self._take_start()
-            entry_id = cast(
-                str, await self._writer.xadd(STREAM, fields, maxlen=self._history, approximate=True)
-            )
+            async with self._writer.pipeline(transaction=len(drafts) > 1) as pipe:
+                for draft in drafts:
+                    pipe.xadd(STREAM, _fields(draft), maxlen=self._history, approximate=True)
+                entry_ids = cast(list[str], await pipe.execute())
         except RedisError as error:
             self._mark_down(error)
             raise BackendUnavailable(f"Redis is unreachable ({error})") from None
         self._mark_up()
-        return Event(topic, EventId.parse(entry_id), data, type, mercure)
+        return [
+            Event(topic, EventId.parse(entry_id), data, type, mercure)
+            for entry_id, (topic, data, type, mercure) in zip(entry_ids, drafts, strict=True)
+        ]
 
     async def since(self, last: EventId | None, topics: Collection[str] | None) -> Replay:
         # One transaction, so the newest id reported is exactly the newest entry the
@@ -216,12 +232,15 @@ class RedisBackend:
                 await self._pause_unless_answered()
                 continue
             self._mark_up()
+            events = []
             for _stream, entries in replies:
                 for entry_id, fields in entries:
                     self._last = entry_id
                     event = self._event(entry_id, fields)
                     if event is not None:
-                        deliver(event)
+                        events.append(event)
+            if events:
+                deliver(events)
 
     async def _take_start(self) -> str:
         """The reader's starting point: the newest entry, read once. Afterwards it

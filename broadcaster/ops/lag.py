@@ -1,0 +1,46 @@
+"""How far behind the event loop runs: the delay any event now faces before its
+fan-out, measured by a timer that should fire every `INTERVAL` seconds.
+
+When more is published than the server can fan out, the excess waits somewhere
+(in the publishers' sockets, in aiohttp's queue of pipelined requests, behind a
+long fan-out), and every loop turn grows longer. The timer's lateness shows
+that; `POST /publish` refuses with 503 once it passes `--max-publish-lag-ms`,
+so the backlog stops growing before the latency it causes passes the bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+INTERVAL = 0.01
+
+
+class LoopLag:
+    """The loop's lateness: the last measured, or the current one if the timer
+    is overdue now (a stall is seen while it lasts, not only after)."""
+
+    __slots__ = ("_due", "_last")
+
+    def __init__(self) -> None:
+        self._last = 0.0
+        self._due: float | None = None
+
+    @property
+    def measuring(self) -> bool:
+        return self._due is not None
+
+    def seconds(self) -> float:
+        if self._due is None:
+            return 0.0
+        return max(self._last, time.perf_counter() - self._due)
+
+    async def run(self) -> None:
+        """Measure until cancelled."""
+        try:
+            while True:
+                self._due = time.perf_counter() + INTERVAL
+                await asyncio.sleep(INTERVAL)
+                self._last = max(0.0, time.perf_counter() - self._due)
+        finally:
+            self._due = None
