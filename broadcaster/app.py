@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from aiohttp import web
@@ -66,7 +66,8 @@ def create_app(settings: Settings, backend: Backend | None = None) -> web.Applic
     Serve it with `edge.server.serve`, which puts the front door before it."""
     # Only POST /publish reads a body whole (uploads are streamed): this is its limit.
     app = web.Application(client_max_size=settings.max_publish_bytes)
-    _install(app, settings, backend, STANDALONE)
+    features = replace(STANDALONE, mercure=settings.mercure == "on")
+    _install(app, settings, backend, features)
     return app
 
 

@@ -288,6 +288,18 @@ async def test_the_page_and_the_hub_name_the_hub(memory_server: ServerProcess) -
             assert stream.response.headers["Link"] == link
 
 
+async def test_mercure_off_leaves_no_hub_and_no_link(server_process: ServerFactory) -> None:
+    server = server_process("--tick-interval", "3600", "--mercure", "off")
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{server.url}/") as page:
+            assert page.status == 200
+            assert "Link" not in page.headers
+        async with session.get(f"{server.url}/.well-known/mercure?match=t") as hub:
+            assert hub.status == 404
+        async with session.post(f"{server.url}/.well-known/mercure", data={"topic": "t"}) as hub:
+            assert hub.status == 404
+
+
 async def test_mercure_streams_get_heartbeats_and_the_shutdown_event(
     server_process: ServerFactory,
 ) -> None:

@@ -56,6 +56,7 @@ class Settings:
     jwt_audience: str | None = None
     jwt_issuer: str | None = None
     token_cookie: str = DEFAULT_COOKIE
+    mercure: str = "on"
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +210,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("jwt_audience", _token, "when set, tokens must carry this aud"),
     Option("jwt_issuer", _token, "when set, tokens must carry this iss"),
     Option("token_cookie", _cookie_name, "cookie a browser sends its token in"),
+    Option("mercure", _choice(("on", "off")), "the Mercure hub at /.well-known/mercure: on or off"),
 )
 
 
