@@ -26,7 +26,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeGuard
 
 from broadcaster.jobs.importer import Cell, ImportFailed, Row
 
@@ -67,12 +67,11 @@ class XlsxRows:
             raise
         self.total: int | None = first[1]
 
-    def __iter__(self) -> Iterator[tuple[int, Row]]:
+    def batches(self) -> Iterator[list[Row]]:
         number = 0
         while (frame := self._next_frame(number))[0] == "rows":
-            for row in frame[1]:
-                number += 1
-                yield number, row
+            number += len(frame[1])
+            yield frame[1]
 
     def _next_frame(self, number: int) -> tuple[Any, ...]:
         # Length-prefixed: marshal.load on a stream reads it object by object.
@@ -131,7 +130,7 @@ def trimmed(row: Row) -> Row:
     return row[:end]
 
 
-def _all_text(values: list[Any]) -> bool:
+def _all_text(values: list[Any]) -> TypeGuard[Row]:
     """Whether every cell is a non-empty string: the row is stored as it is.
 
     Most rows are all text, and two passes in C (join refuses anything but str)
