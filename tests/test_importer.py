@@ -24,7 +24,7 @@ from broadcaster.jobs.importer import (
     import_file,
     sniff,
 )
-from broadcaster.jobs.xlsx import XlsxRows
+from broadcaster.jobs.xlsx import FRAME_ROWS, XlsxRows
 
 TABLE = "upload_test"
 
@@ -164,7 +164,7 @@ def test_cancelled_import_rolls_back(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("write_only", [True, False], ids=["no dimension", "dimension"])
 def test_every_xlsx_has_a_total(tmp_path: Path, write_only: bool) -> None:
-    count = BATCH_ROWS + 3
+    count = FRAME_ROWS + 3
     path = write_xlsx(
         tmp_path / "t.xlsx",
         [["a", "b"], *([i, f"x{i}"] for i in range(count))],
