@@ -12,6 +12,7 @@ reader swapped, and prints one JSON line: rows and seconds.
 from __future__ import annotations
 
 import datetime
+import itertools
 import json
 import sys
 import tempfile
@@ -43,9 +44,13 @@ class OpenpyxlRows:
         max_row = self._sheet.max_row
         self.total = max_row - 1 if isinstance(max_row, int) and max_row > 0 else None
 
-    def __iter__(self) -> Iterator[tuple[int, Row]]:
-        for number, values in enumerate(self._sheet.iter_rows(values_only=True), 1):
-            yield number, _trimmed([_cell(value) for value in values])
+    def batches(self) -> Iterator[list[Row]]:
+        rows = (
+            _trimmed([_cell(v) for v in values])
+            for values in self._sheet.iter_rows(values_only=True)
+        )
+        while batch := list(itertools.islice(rows, importer.BATCH_ROWS)):
+            yield batch
 
     def fraction(self, rows_done: int) -> float:
         return min(1.0, rows_done / self.total) if self.total else 0.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import datetime
 import sqlite3
 import threading
@@ -10,16 +11,20 @@ from pathlib import Path
 
 import openpyxl
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from broadcaster.jobs import importer
 from broadcaster.jobs.importer import (
     BATCH_ROWS,
+    CsvRows,
     ImportFailed,
     Progress,
     detect_kind,
     import_file,
     sniff,
 )
-from broadcaster.jobs.xlsx import XlsxRows
+from broadcaster.jobs.xlsx import FRAME_ROWS, XlsxRows
 
 TABLE = "upload_test"
 
@@ -68,7 +73,8 @@ def test_csv_in_batches_with_progress(tmp_path: Path) -> None:
     stored = table_rows(tmp_path)
     assert len(stored) == count
     assert stored[0] == ("0", "name 0", 'a, "quoted"\nnote')
-    assert [p.rows_done for p in progress] == [BATCH_ROWS, 2 * BATCH_ROWS, count]
+    # Batches of rows read: the header is one of the first batch's.
+    assert [p.rows_done for p in progress] == [BATCH_ROWS - 1, 2 * BATCH_ROWS - 1, count]
     assert progress[-1].fraction == 1.0
     assert all(p.total is None for p in progress)
 
@@ -99,6 +105,7 @@ def test_header_only_file_makes_an_empty_table(tmp_path: Path) -> None:
 
 
 LATE_LATIN1 = b"a,b\n" + b"1,2\n" * 5000 + "café,3\n".encode("latin-1") + b"1,2\n" * 10
+LATE_QUOTE = b"a,b\n" + b"1,2\n" * (BATCH_ROWS + 10) + b'"1,2\n'
 RAGGED = b"a,b,c\n" + b"1,2,3\n" * (BATCH_ROWS * 2) + b"1,2\n"
 FAILURES = [
     # (file name, content, words of the reason, row)
@@ -114,6 +121,10 @@ FAILURES = [
     ("ragged.csv", RAGGED, "2 fields, but the header has 3", BATCH_ROWS * 2 + 2),
     ("long.csv", b"a,b\n1,2,3\n", "3 fields, but the header has 2", 2),
     ("quote.csv", b'a,b\n"1,2\n', "malformed CSV", 2),
+    # Rows are read a batch at a time: still named by their own number, and
+    # the first problem is the one reported.
+    ("late-quote.csv", LATE_QUOTE, "malformed CSV", BATCH_ROWS + 12),
+    ("ragged-then-quote.csv", b'a,b\n1,2\n1\n1,2\n"1,2\n', "1 fields, but", 3),
     ("corrupt.xlsx", b"PK\x03\x04 this is not a zip archive", "not a valid XLSX file", None),
     ("text.xlsx", b"a,b\n1,2\n", "not a valid XLSX file", None),
 ]
@@ -153,7 +164,7 @@ def test_cancelled_import_rolls_back(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("write_only", [True, False], ids=["no dimension", "dimension"])
 def test_every_xlsx_has_a_total(tmp_path: Path, write_only: bool) -> None:
-    count = BATCH_ROWS + 3
+    count = FRAME_ROWS + 3
     path = write_xlsx(
         tmp_path / "t.xlsx",
         [["a", "b"], *([i, f"x{i}"] for i in range(count))],
@@ -167,7 +178,9 @@ def test_every_xlsx_has_a_total(tmp_path: Path, write_only: bool) -> None:
     imported, progress = run(path)
     assert imported == count
     stored = [(p.total, p.fraction) for p in progress if p.rows_done]
-    assert stored == [(count, BATCH_ROWS / count), (count, 1.0)]
+    assert len(stored) > 1
+    assert stored == [(count, p.rows_done / count) for p in progress if p.rows_done]
+    assert stored[-1] == (count, 1.0)
 
 
 def test_a_database_that_cannot_be_written_fails_the_import(tmp_path: Path) -> None:
@@ -184,3 +197,59 @@ def test_an_upload_that_has_gone_fails_the_import(tmp_path: Path) -> None:
         import_file(
             tmp_path / "gone.csv", "csv", tmp_path / "db.sqlite", TABLE, print, threading.Event()
         )
+
+
+def csv_module_rows(path: Path) -> list[list[str]]:
+    """What csv.reader reads, the importer's reader before the unquoted fast path."""
+    with path.open(encoding="utf-8-sig", newline="") as file:
+        return [row or [""] for row in csv.reader(file, strict=True)]  # [] and [""]: both blank
+
+
+def importer_rows(path: Path) -> list[list[str | None]]:
+    rows = CsvRows(path)
+    try:
+        return [row or [""] for batch in rows.batches() for row in batch]
+    finally:
+        rows.close()
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.text(alphabet='ab,"\r\né', max_size=80))
+def test_csv_rows_are_what_csv_reader_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str
+) -> None:
+    # Tiny blocks: quotes, CRs and line ends fall across block boundaries.
+    monkeypatch.setattr(importer, "BLOCK_BYTES", 3)
+    path = tmp_path / "any.csv"
+    path.write_text(text, encoding="utf-8", newline="")
+    try:
+        expected: list[list[str]] | str = csv_module_rows(path)
+    except csv.Error as error:
+        expected = f"malformed CSV: {error}"
+    try:
+        got: list[list[str | None]] | str = importer_rows(path)
+    except ImportFailed as failure:
+        got = failure.reason
+    assert got == expected
+
+
+def test_a_quote_after_plain_blocks_is_named_by_its_row(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(importer, "BLOCK_BYTES", 64)
+    path = tmp_path / "late.csv"
+    path.write_bytes(b"a,b\r\n" + b"1,2\r\n" * 100 + b'"1,2\r\n')
+    with pytest.raises(ImportFailed) as failure:
+        run(path)
+    assert "malformed CSV" in failure.value.reason
+    assert failure.value.row == 102
+
+
+def test_a_line_past_csvs_field_limit_fails_as_before(tmp_path: Path) -> None:
+    path = tmp_path / "wide.csv"
+    path.write_bytes(b"a\n" + b"x" * (csv.field_size_limit() + 1) + b"\n")
+    with pytest.raises(ImportFailed, match="field larger than field limit") as failure:
+        run(path)
+    assert failure.value.row == 2

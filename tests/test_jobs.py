@@ -172,7 +172,13 @@ async def test_xlsx_upload_is_imported(
     kind, state = events[-1]
     assert kind == "done", state["error"]
     assert (state["rows_done"], state["total"]) == (2_000, 2_000)
-    assert all(state["total"] == 2_000 for kind, state in events if kind == "progress")
+    # Progress while calamine loads (rows 0) cannot know the total yet: a
+    # loaded machine makes the load outlast the first progress tick.
+    assert all(
+        state["total"] == 2_000
+        for kind, state in events
+        if kind == "progress" and state["rows_done"]
+    )
 
 
 @pytest.mark.parametrize(

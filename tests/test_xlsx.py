@@ -189,7 +189,7 @@ def openpyxl_rows(path: Path) -> list[list[str | None]]:
 def calamine_rows(path: Path) -> list[list[str | None]]:
     rows = XlsxRows(path, lambda: None)
     try:
-        return [row for _, row in rows]
+        return [row for batch in rows.batches() for row in batch]
     finally:
         rows.close()
 
