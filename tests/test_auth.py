@@ -20,7 +20,15 @@ from hypothesis import strategies as st
 from broadcaster.auth.carriers import token_from
 from broadcaster.auth.patterns import InvalidPattern, Patterns
 from broadcaster.auth.policy import Policy
-from broadcaster.auth.tokens import CLAIM, MAX_TOKEN_LENGTH, REASONS, Refusal, Verifier, mint
+from broadcaster.auth.tokens import (
+    CLAIM,
+    MAX_TOKEN_LENGTH,
+    REASONS,
+    Refusal,
+    Verifier,
+    challenge,
+    mint,
+)
 from broadcaster.fanout.broker import END, Broker, Subscription
 from broadcaster.fanout.stores.memory import MemoryBackend
 from broadcaster.ops.config import SettingsError, parse_settings
@@ -298,3 +306,15 @@ async def test_at_its_token_expiry_a_stream_gets_reauth_then_its_end() -> None:
         await asyncio.wait_for(sub.backlog_created(), 5)
         assert sub.take_all() == [REAUTH, END]
         assert sub.expired
+
+
+@pytest.mark.parametrize(
+    ("refusal", "header"),
+    [
+        (Refusal(401, "missing", "no token"), 'Bearer realm="broadcaster"'),
+        (Refusal(401, "expired", "expired"), 'Bearer realm="broadcaster", error="invalid_token"'),
+    ],
+)
+def test_a_401_challenge_is_well_formed(refusal: Refusal, header: str) -> None:
+    # RFC 6750 section 3: auth-params are separated by commas.
+    assert challenge(refusal) == {"WWW-Authenticate": header}

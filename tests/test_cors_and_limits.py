@@ -38,6 +38,7 @@ async def test_cors_opens_to_an_allowed_origin(aiohttp_client: Any, settings: Se
     async with client.options("/publish", headers=origin) as response:
         assert response.status == 204
         assert response.headers["Access-Control-Allow-Origin"] == ALLOWED
+        assert response.headers["Access-Control-Allow-Credentials"] == "true"
         assert "Authorization" in response.headers["Access-Control-Allow-Headers"]
         assert "POST" in response.headers["Access-Control-Allow-Methods"]
     body = '{"topic": "t", "data": "x"}'
@@ -50,6 +51,7 @@ async def test_cors_opens_to_an_allowed_origin(aiohttp_client: Any, settings: Se
     for stream in ("/events", "/long?rows=1&delay=0"):
         async with client.get(stream, headers=origin) as response:
             assert response.headers.getall("Access-Control-Allow-Origin") == [ALLOWED]
+            assert response.headers.getall("Access-Control-Allow-Credentials") == ["true"]
             assert response.headers.getall("Vary") == ["Origin"]
 
 

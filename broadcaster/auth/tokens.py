@@ -71,7 +71,7 @@ def challenge(refusal: Refusal, on_403: bool = False) -> dict[str, str]:
     if refusal.status != 401:
         return {}
     # RFC 6750 section 3: a missing token gets no error code.
-    code = "" if refusal.reason == "missing" else ' error="invalid_token"'
+    code = "" if refusal.reason == "missing" else ', error="invalid_token"'
     return {"WWW-Authenticate": f'Bearer realm="broadcaster"{code}'}
 
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 from collections.abc import Collection
 
 Headers = tuple[tuple[str, str], ...]
+EXPOSED = "Location, Mercure-Last-Event-ID"
+"""Answer headers a script may read: a job's address, Mercure's replay anchor."""
 
 
 def cors_headers(origin: str | None, allowed: Collection[str]) -> Headers:
@@ -15,8 +17,11 @@ def cors_headers(origin: str | None, allowed: Collection[str]) -> Headers:
         return ()
     if origin is None or origin not in allowed:
         return (("Vary", "Origin"),)
+    # Credentials too: an allowed page's EventSource `withCredentials` sends the
+    # token cookie, as Mercure's clients do; every allowed origin is named.
     return (
         ("Vary", "Origin"),
         ("Access-Control-Allow-Origin", origin),
-        ("Access-Control-Expose-Headers", "Location"),
+        ("Access-Control-Allow-Credentials", "true"),
+        ("Access-Control-Expose-Headers", EXPOSED),
     )
