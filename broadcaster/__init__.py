@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from broadcaster.web.keys import BROKER
     from broadcaster.web.stream import events_response
     from broadcaster.wire.events import Event, EventId
+    from broadcaster.wire.topics import InvalidTopic
 
 __all__ = [
     "BROKER",
@@ -27,6 +28,7 @@ __all__ = [
     "Broker",
     "Event",
     "EventId",
+    "InvalidTopic",
     "Settings",
     "client",
     "create_app",
@@ -40,6 +42,7 @@ _HOMES = {
     "Broker": "broadcaster.fanout.broker",
     "Event": "broadcaster.wire.events",
     "EventId": "broadcaster.wire.events",
+    "InvalidTopic": "broadcaster.wire.topics",
     "Settings": "broadcaster.ops.config",
     "create_app": "broadcaster.app",
     "events_response": "broadcaster.web.stream",

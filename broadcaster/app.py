@@ -23,7 +23,7 @@ from broadcaster.fanout.mercure_router import Router
 from broadcaster.fanout.ticker import run_ticker
 from broadcaster.jobs import routes as job_routes
 from broadcaster.jobs.registry import Jobs, is_job_topic, metrics_label
-from broadcaster.ops.config import Settings, policy_for
+from broadcaster.ops.config import Settings, checked, policy_for
 from broadcaster.ops.lag import LoopLag
 from broadcaster.ops.metrics import Metrics
 from broadcaster.web import cors, mercure, pages, publish, slow_work, status, stream
@@ -95,7 +95,7 @@ def setup(
         raise ValueError("broadcaster is already set up on this application")
     if not prefix.startswith("/") or not prefix.strip("/"):
         raise ValueError(f"prefix {prefix!r} is not a path such as '/sse'")
-    settings = settings or Settings()
+    settings = checked(settings or Settings())
     sub = web.Application()
     broker = _install(sub, settings, backend, Features(ticker=ticker, jobs=jobs))
     # The application's own handlers read these (`events_response` does);

@@ -194,7 +194,7 @@ async def test_publish_without_data_sends_stdin_as_one_batch(server_process: Ser
     )
     assert (code, out) == (1, "")
     assert err.startswith(
-        "broadcaster publish: server answered 400: item 1 (line 2): field 'topic'"
+        "broadcaster publish: server answered 400: item 2 (line 2): field 'topic'"
     )
     code, _, err = await cli("publish", "--url", server.url, stdin=b'{"topic":"t"\n')
     assert (code, err[:50]) == (1, "broadcaster publish: stdin line 1 is not JSON: Exp")

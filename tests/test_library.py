@@ -235,6 +235,25 @@ def test_setup_refuses_a_prefix_that_is_not_a_path(prefix: str, says: str) -> No
         broadcaster.setup(web.Application(), prefix=prefix)
 
 
+@pytest.mark.parametrize(
+    ("settings", "says"),
+    [
+        (
+            broadcaster.Settings(private_topics="user.*"),  # type: ignore[arg-type]
+            "Settings(private_topics='user.*'): must be a tuple",
+        ),
+        (broadcaster.Settings(queue_size=-1), "Settings(queue_size=-1)"),
+        (broadcaster.Settings(tick_interval=0), "Settings(tick_interval=0)"),
+        (broadcaster.Settings(queue_size="10"), "Settings(queue_size='10'): must be int"),  # type: ignore[arg-type]
+        (broadcaster.Settings(cors_origins=("app.example",)), "is not an origin"),
+        (broadcaster.Settings(private_topics=("user.*",)), "--private-topics needs a key"),
+    ],
+)
+def test_setup_refuses_settings_its_flags_would(settings: broadcaster.Settings, says: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(says)):
+        broadcaster.setup(web.Application(), settings)
+
+
 def test_setup_refuses_to_set_up_twice() -> None:
     app = web.Application()
     broadcaster.setup(app)

@@ -234,13 +234,13 @@ async def test_a_batch_is_published_in_order_and_its_ids_come_back_in_order(
 OK = {"topic": "t", "data": "ok"}
 BAD_BATCHES = [
     # (status, body, headers, words in the error)
-    (400, [OK, {"topic": "t"}], JSON, "item 1: field 'data' is required"),
-    (400, [OK, "hello"], JSON, "item 1: must be a JSON object"),
-    (400, [OK, {"topic": "a b", "data": "x"}], JSON, "item 1: invalid topic"),
+    (400, [OK, {"topic": "t"}], JSON, "item 2: field 'data' is required"),
+    (400, [OK, "hello"], JSON, "item 2: must be a JSON object"),
+    (400, [OK, {"topic": "a b", "data": "x"}], JSON, "item 2: invalid topic"),
     (400, [], JSON, "the batch is empty"),
-    (413, [OK, {"topic": "t", "data": LONG}], JSON, "item 1: event exceeds"),
+    (413, [OK, {"topic": "t", "data": LONG}], JSON, "item 2: event exceeds"),
     (400, '{"topic":"t","data":"ok"}\n\n{"topic":"t","event":"shutdown","data":"x"}', NDJSON,
-     "item 1 (line 3): event type 'shutdown' is reserved"),
+     "item 2 (line 3): event type 'shutdown' is reserved"),
     (400, '{"topic":"t","data":"ok"}\n{oops', NDJSON, "line 2 is not valid JSON"),
     (400, "\n\n", NDJSON, "the batch is empty"),
 ]  # fmt: skip
@@ -317,7 +317,7 @@ async def test_a_batch_with_one_topic_the_token_does_not_cover_publishes_nothing
     batch = json.dumps([{"topic": "chat.1", "data": "a"}, {"topic": "news", "data": "b"}])
     status, answer = await post(client, batch, token | JSON)
     assert status == 403
-    assert answer["error"] == "item 1: the token does not allow publishing to 'news'"
+    assert answer["error"] == "item 2: the token does not allow publishing to 'news'"
     assert sum(client.app[BROKER].stats.published.values()) == 0
     status, answer = await post(client, batch.replace("news", "chat.2"), token | JSON)
     assert (status, len(answer["ids"])) == (200, 2)

@@ -253,6 +253,37 @@ def from_namespace(args: argparse.Namespace, environ: Mapping[str, str]) -> Sett
     return check_consistent(Settings(**values))
 
 
+def checked(settings: Settings) -> Settings:
+    """`settings` made in code (the library's `setup`) held to the rules the
+    flags are: each value read as its flag's text would be, then the settings
+    that only make sense together. Raises `SettingsError` naming the setting."""
+    defaults = Settings()
+    for option in OPTIONS:
+        value = getattr(settings, option.name)
+        if value is None:
+            continue
+        try:
+            option.parse(_as_text(value, getattr(defaults, option.name)))
+        except argparse.ArgumentTypeError as error:
+            raise SettingsError(f"Settings({option.name}={value!r}): {error}") from None
+    return check_consistent(settings)
+
+
+def _as_text(value: Any, default: Any) -> str:
+    """`value` as its flag would be written, once it has the default's type."""
+    if isinstance(default, tuple):
+        if not isinstance(value, tuple | list) or not all(isinstance(v, str) for v in value):
+            raise argparse.ArgumentTypeError("must be a tuple of strings, such as ('a', 'b')")
+        return ",".join(value)
+    if isinstance(default, bool) or isinstance(value, bool):
+        raise argparse.ArgumentTypeError("is not a setting that takes True or False")
+    kinds = {int: (int,), float: (int, float), str: (str,), Path: (Path, str)}
+    for kind, accepted in kinds.items():
+        if isinstance(default, kind) and not isinstance(value, accepted):
+            raise argparse.ArgumentTypeError(f"must be {kind.__name__}")
+    return str(value)
+
+
 def check_consistent(settings: Settings) -> Settings:
     """Settings that only make sense together."""
     if settings.jwt_secret is not None and settings.jwt_public_key is not None:

@@ -93,7 +93,7 @@ def check_lag(request: web.Request, bound_ms: int) -> None:
 def check_covered(
     policy: Policy, grant: Grant, messages: list[PublishRequest], batch: bool
 ) -> None:
-    for index, message in enumerate(messages):
+    for index, message in enumerate(messages, 1):
         if not grant.publish.covers(message.topic):
             where = f"item {index}: " if batch else ""
             words = f"{where}the token does not allow publishing to {message.topic!r}"
@@ -176,7 +176,8 @@ def parse_batch(content_type: str, body: bytes, settings: Settings) -> list[Publ
     text = _utf8(body)
     items = _ndjson(text) if content_type == NDJSON else [("", v) for v in _json_array(text)]
     messages = []
-    for index, (where, item) in enumerate(items):
+    # Counted from 1, as people count (and as NDJSON's lines are).
+    for index, (where, item) in enumerate(items, 1):
         try:
             if not isinstance(item, dict):
                 raise ApiError(400, "must be a JSON object with topic, data and optional event")
