@@ -25,7 +25,7 @@ from broadcaster.auth.carriers import bearer, cookie
 from broadcaster.auth.policy import Policy
 from broadcaster.auth.tokens import Grant, Refusal, challenge
 from broadcaster.fanout.broker import BackendUnavailable, Broker
-from broadcaster.fanout.mercure_router import Follower, Router
+from broadcaster.fanout.mercure_router import Follower, Router, TooManyPatterns
 from broadcaster.web import stream_core
 from broadcaster.web.errors import ApiError
 from broadcaster.web.keys import BROKER, MERCURE, POLICY, SETTINGS
@@ -310,7 +310,13 @@ async def subscribe(request: web.Request) -> web.StreamResponse:
     sub = stream.open(broker, admitted, (request.remote, request.path_qs), request.transport)
     # Registered before the replay is read, so nothing falls between the two.
     follower = Follower(sub, matchers, None if grant is None else grant.subscribe.covers)
-    router.add(follower)
+    try:
+        router.add(follower)
+    except TooManyPatterns as error:
+        stream.close()
+        raise ApiError(
+            503, f"cannot follow a new URL pattern now: {error}", {"Retry-After": "10"}
+        ) from None
     try:
         first, stream.last_replayed, anchor = await opening(
             broker, router, follower, settings.retry_ms, last_id
