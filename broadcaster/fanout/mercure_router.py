@@ -3,15 +3,19 @@
 A Mercure subscriber follows matchers, not native topic names, so it sits in
 the broker with no topic of its own and this router picks it per event. Exact
 matchers are looked up by topic; each distinct URL pattern is evaluated once
-per event (compiled once, in `wire/matchers.py`), whoever follows it. A private
-event then goes only to followers whose token may read one of its topics.
+per event, whoever follows it, with the object compiled when its first follower
+came (kept while anyone follows it). Distinct live patterns are capped, since
+each costs every event a test. A private event then goes only to followers
+whose token may read one of its topics.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import groupby
+
+from urlpattern import URLPattern
 
 from broadcaster.fanout.broker import Subscription
 from broadcaster.wire.events import Event, Frame
@@ -19,6 +23,12 @@ from broadcaster.wire.matchers import EXACT, WILDCARD, Matcher, url_matches
 
 Reader = Callable[[str], bool]
 """Whether a subscriber's token may read a topic (its subscribe grant)."""
+MAX_PATTERNS = 1000
+"""Distinct URL patterns followed at once; every event is tested against each."""
+
+
+class TooManyPatterns(Exception):
+    pass
 
 
 @dataclass(eq=False, slots=True)
@@ -31,32 +41,54 @@ class Follower:
     may_read: Reader | None
 
 
+@dataclass(eq=False, slots=True)
+class Pattern:
+    """A live URL pattern: compiled once, and who follows it (its refcount)."""
+
+    compiled: URLPattern
+    followers: set[Follower] = field(default_factory=set)
+
+
 class Router:
     def __init__(self, private_topic: Reader) -> None:
         """`private_topic`: the native rule (`--private-topics`); an event on
         such a topic is private to Mercure subscribers too."""
         self._private_topic = private_topic
         self._exact: dict[str, set[Follower]] = {}
-        self._patterns: dict[str, set[Follower]] = {}
+        self._patterns: dict[str, Pattern] = {}
         self._everything: set[Follower] = set()
 
     def add(self, follower: Follower) -> None:
+        """Adds all of `follower`'s matchers, or none: `TooManyPatterns` when
+        its new URL patterns would take the live ones past `MAX_PATTERNS`."""
+        new = {m.value for m in follower.matchers if m.pattern is not None} - self._patterns.keys()
+        if new and len(self._patterns) + len(new) > MAX_PATTERNS:
+            raise TooManyPatterns(
+                f"the hub follows {len(self._patterns)} distinct URL patterns,"
+                f" at most {MAX_PATTERNS}"
+            )
         for matcher in follower.matchers:
-            self._place(matcher).add(follower)
+            if matcher.pattern is not None:
+                entry = self._patterns.setdefault(matcher.value, Pattern(matcher.pattern))
+                entry.followers.add(follower)
+            elif matcher.value == WILDCARD:
+                self._everything.add(follower)
+            else:
+                self._exact.setdefault(matcher.value, set()).add(follower)
 
     def remove(self, follower: Follower) -> None:
         for matcher in follower.matchers:
-            followers = self._place(matcher)
+            if matcher.value == WILDCARD:
+                self._everything.discard(follower)
+                continue
+            index = self._exact if matcher.kind == EXACT else self._patterns
+            place = index.get(matcher.value)
+            if place is None:
+                continue
+            followers = place.followers if isinstance(place, Pattern) else place
             followers.discard(follower)
-            if not followers and followers is not self._everything:
-                index = self._exact if matcher.kind == EXACT else self._patterns
+            if not followers:
                 del index[matcher.value]
-
-    def _place(self, matcher: Matcher) -> set[Follower]:
-        if matcher.value == WILDCARD:
-            return self._everything
-        index = self._exact if matcher.kind == EXACT else self._patterns
-        return index.setdefault(matcher.value, set())
 
     def tap(self, events: list[Event]) -> list[tuple[Frame, list[Subscription]]]:
         """The broker's tap. Consecutive events with the same topics and privacy
@@ -80,9 +112,9 @@ class Router:
         found = set(self._everything)
         for topic in topics:
             found.update(self._exact.get(topic, ()))
-        for pattern, followers in self._patterns.items():
-            if any(url_matches(pattern, topic) for topic in topics):
-                found.update(followers)
+        for entry in self._patterns.values():
+            if any(url_matches(entry.compiled, topic) for topic in topics):
+                found.update(entry.followers)
         if private:
             found = {f for f in found if may_read(f, topics)}
         return [f.sub for f in found if not f.sub.evicted]

@@ -16,7 +16,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import NoReturn
-from urllib.parse import parse_qsl, unquote, urljoin, urlsplit
+from urllib.parse import parse_qsl, unquote, unquote_to_bytes, urljoin, urlsplit
 
 from aiohttp import HttpVersion11, web
 from multidict import MultiMapping
@@ -25,15 +25,15 @@ from broadcaster.auth.carriers import bearer, cookie
 from broadcaster.auth.policy import Policy
 from broadcaster.auth.tokens import Grant, Refusal, challenge
 from broadcaster.fanout.broker import BackendUnavailable, Broker
-from broadcaster.fanout.mercure_router import Follower, Router
+from broadcaster.fanout.mercure_router import Follower, Router, TooManyPatterns
 from broadcaster.web import stream_core
 from broadcaster.web.errors import ApiError
 from broadcaster.web.keys import BROKER, MERCURE, POLICY, SETTINGS
 from broadcaster.web.publish import (
     FORM,
     RESERVED_EVENT_TYPES,
+    authorize,
     event_too_large,
-    is_loopback,
     read_body,
 )
 from broadcaster.web.stream import EventStreamResponse, pump
@@ -49,6 +49,11 @@ MATCH_PARAMETERS = {"match": EXACT, "match_exact": EXACT, "match_urlpattern": UR
 EARLIEST = "earliest"
 LAST_EVENT_ID_HEADER = "Mercure-Last-Event-ID"
 RESERVED_TYPES = RESERVED_EVENT_TYPES | {"mercure"}
+OWN_ID_SHAPE = re.compile(r"\s*\d+-\d+\s*")
+"""This hub's ids (`<epoch>-<seq>`): a publisher's id of that shape would be
+taken for one of them when a subscriber resumes after it."""
+SLASH_SCHEMES = frozenset({"", "http", "https"})
+"""Where a URL parser reads `\\` as `/` (WHATWG special schemes; relative topics)."""
 _UNRESERVED = re.compile(r"%(2[dDeE]|3[0-9]|[46][1-9a-fA-F]|[57][0-9aA]|5[fF]|7[eE])")
 
 
@@ -111,9 +116,9 @@ async def publish(request: web.Request) -> web.Response:
 
 def parse_update(body: bytes, max_topics: int) -> Update:
     try:
-        pairs = parse_qsl(
-            body.decode(), keep_blank_values=True, strict_parsing=bool(body), errors="strict"
-        )
+        # Not strict_parsing: the form standard skips empty pairs (`a=1&&b=2`, a
+        # trailing `&`), and a bare `private` counts like `private=`.
+        pairs = parse_qsl(body.decode(), keep_blank_values=True, errors="strict")
     except (ValueError, UnicodeDecodeError) as error:
         raise ApiError(400, f"body is not a valid UTF-8 form: {error}") from None
     fields: dict[str, list[str]] = {}
@@ -170,13 +175,21 @@ def check_id(custom_id: str) -> None:
     check_text(custom_id, "field 'id'")
     if custom_id.startswith("#") or custom_id == EARLIEST:
         raise InvalidMatcher("field 'id' must not start with '#' nor be 'earliest'")
+    if OWN_ID_SHAPE.fullmatch(custom_id):
+        raise InvalidMatcher(
+            f"field 'id' {custom_id[:80]!r} has the shape of this hub's own ids"
+            " (<digits>-<digits>), which would make resuming after it ambiguous"
+        )
 
 
 def in_hub_namespace(topic: str) -> bool:
     """Whether `topic`, resolved against the hub's URL, names a path under it;
     dot-segments removed and unreserved characters decoded first, so that
-    `/.well-known/%6Dercure/x` or `/a/../.well-known/mercure` are caught too."""
+    `/.well-known/%6Dercure/x` or `/a/../.well-known/mercure` are caught too,
+    and `\\` read as `/` where a browser's URL parser reads it so."""
     try:
+        if urlsplit(topic).scheme.lower() in SLASH_SCHEMES:
+            topic = topic.replace("\\", "/")
         path = urlsplit(urljoin(BASE, _UNRESERVED.sub(lambda m: unquote(m[0]), topic))).path
     except ValueError:
         return False
@@ -212,13 +225,11 @@ def authorize_publisher(
 ) -> Grant | None:
     """None when the request may publish anywhere (the publish token, or loopback
     when no credentials are configured); else the grant of its JWT."""
+    if policy.verifier is None:
+        # No key to read a JWT with: the rule of native /publish, which ignores
+        # a token it cannot verify (Symfony's publisher always sends one).
+        return authorize(request, publish_token, policy)
     token = token_of(request.headers, policy.cookie_name)
-    if not token and publish_token is None and policy.verifier is None:
-        if is_loopback(request.remote):
-            return None
-        raise ApiError(
-            403, "no publish token nor JWT key is configured, so only loopback clients may publish"
-        )
     if token is not None and publish_token is not None and _same(token, publish_token):
         return None
     if token is None:
@@ -243,6 +254,16 @@ def refuse(policy: Policy, refusal: Refusal) -> NoReturn:
 
 
 # -- subscribing ------------------------------------------------------------
+
+
+def check_utf8(raw_query: str) -> None:
+    """400 unless the query string decodes as UTF-8: the parsed query would
+    have put U+FFFD in place of bad bytes, a matcher no one asked for. The
+    whole string at once is enough, since `&` and `=` are no UTF-8 continuation."""
+    try:
+        unquote_to_bytes(raw_query).decode()
+    except UnicodeDecodeError as error:
+        raise ApiError(400, f"the query string is not valid UTF-8: {error}") from None
 
 
 def matchers_from(query: MultiMapping[str], max_matchers: int) -> tuple[Matcher, ...]:
@@ -273,22 +294,28 @@ def matchers_from(query: MultiMapping[str], max_matchers: int) -> tuple[Matcher,
 
 
 def reader_of(request: web.Request, policy: Policy) -> tuple[Grant | None, float | None]:
-    """A subscriber's grant, when it sent a token: one that fails is refused,
-    even though without it the subscriber would read public updates."""
+    """A subscriber's grant, when it sent a token: one in the Authorization
+    header that fails is refused, though without it the subscriber would read
+    public updates. A cookie that fails is ignored (the browser sends it for
+    the whole site; it may be stale or another app's), as is any token when
+    this server has no key to verify one with."""
     token = token_of(request.headers, policy.cookie_name)
-    if token is None:
+    if token is None or policy.verifier is None:
         return None, None
     try:
         if token == "":
             raise Refusal(401, "malformed", "the Authorization header is not 'Bearer <token>'")
         grant = policy.verify(token, "")
     except Refusal as refusal:
+        if "Authorization" not in request.headers:
+            return None, None
         refuse(policy, refusal)
     return grant, grant.expires
 
 
 async def subscribe(request: web.Request) -> web.StreamResponse:
     broker, settings, policy = request.app[BROKER], request.app[SETTINGS], request.app[POLICY]
+    check_utf8(request.rel_url.raw_query_string)
     matchers = matchers_from(request.query, settings.max_topics)
     grant, expires = reader_of(request, policy)
     try:
@@ -310,7 +337,13 @@ async def subscribe(request: web.Request) -> web.StreamResponse:
     sub = stream.open(broker, admitted, (request.remote, request.path_qs), request.transport)
     # Registered before the replay is read, so nothing falls between the two.
     follower = Follower(sub, matchers, None if grant is None else grant.subscribe.covers)
-    router.add(follower)
+    try:
+        router.add(follower)
+    except TooManyPatterns as error:
+        stream.close()
+        raise ApiError(
+            503, f"cannot follow a new URL pattern now: {error}", {"Retry-After": "10"}
+        ) from None
     try:
         first, stream.last_replayed, anchor = await opening(
             broker, router, follower, settings.retry_ms, last_id

@@ -1,8 +1,9 @@
 """Mercure's topic matchers: `exact` and `urlpattern`, and the `*` wildcard.
 
 Mercure topics are arbitrary strings (usually URLs), not the native topic names
-of `topics.py`. A URL pattern is compiled once per distinct pattern (the cache
-below) by `urlpattern`, the WHATWG URL Pattern standard in Rust; its regular
+of `topics.py`. A URL pattern is compiled when it is parsed, and the compiled
+object travels with its matcher (the router keeps one per live pattern), so
+no event ever compiles one; `urlpattern` is the WHATWG URL Pattern standard in Rust; its regular
 expressions run on Rust's `regex`, which matches in linear time, so a crafted
 pattern cannot backtrack catastrophically.
 """
@@ -10,8 +11,7 @@ pattern cannot backtrack catastrophically.
 from __future__ import annotations
 
 import unicodedata
-from dataclasses import dataclass
-from functools import lru_cache
+from dataclasses import dataclass, field
 
 from urlpattern import URLPattern
 
@@ -20,10 +20,9 @@ KINDS = (EXACT, URLPATTERN)
 WILDCARD = "*"
 BASE = "https://hub.invalid/.well-known/mercure"
 """What relative patterns and topics resolve against. The spec says the hub's
-URL; one fixed base keeps each pattern compiled once whatever host a request
+URL; one fixed base makes a pattern mean the same whatever host a request
 named, and relative topics still match relative patterns."""
 MAX_LENGTH = 1024
-COMPILED_PATTERNS = 4096
 
 
 class InvalidMatcher(ValueError):
@@ -49,6 +48,8 @@ def check_text(value: str, what: str, max_length: int = MAX_LENGTH) -> str:
 class Matcher:
     kind: str
     value: str
+    pattern: URLPattern | None = field(default=None, compare=False, repr=False)
+    """The compiled URL pattern (None for exact matchers and the wildcard)."""
 
     @classmethod
     def parse(cls, kind: str, value: str) -> Matcher:
@@ -58,7 +59,7 @@ class Matcher:
             )
         check_text(value, f"{kind} matcher")
         if kind == URLPATTERN and value != WILDCARD:
-            compiled(value)
+            return cls(kind, value, compile_pattern(value))
         return cls(kind, value)
 
     def matches(self, topic: str) -> bool:
@@ -66,20 +67,19 @@ class Matcher:
             return True
         if self.kind == EXACT:
             return topic == self.value
-        return url_matches(self.value, topic)
+        return self.pattern is not None and url_matches(self.pattern, topic)
 
 
-@lru_cache(maxsize=COMPILED_PATTERNS)
-def compiled(pattern: str) -> URLPattern:
+def compile_pattern(pattern: str) -> URLPattern:
     try:
         return URLPattern(pattern, BASE)
     except ValueError as error:
         raise InvalidMatcher(f"invalid URL pattern {pattern[:80]!r}: {error}") from None
 
 
-def url_matches(pattern: str, topic: str) -> bool:
+def url_matches(pattern: URLPattern, topic: str) -> bool:
     """Whether `topic` matches; a topic that is no URL matches no pattern."""
     try:
-        return bool(compiled(pattern).test(topic, BASE))
+        return bool(pattern.test(topic, BASE))
     except ValueError:
         return False
