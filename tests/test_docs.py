@@ -37,3 +37,10 @@ def test_readme_has_no_stale_settings() -> None:
 def test_readme_shows_the_two_commands() -> None:
     assert re.search(r"^make run ", README, re.M)
     assert re.search(r"^make test ", README, re.M)
+
+
+@pytest.mark.parametrize("block", re.findall(r"```python\n(.*?)```", README, re.S))
+def test_readme_python_examples_compile(block: str) -> None:
+    # A snippet pasted into a file must at least run as Python (no top-level
+    # `async with`, no stray syntax).
+    compile(block, "README.md", "exec")
