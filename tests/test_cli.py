@@ -525,7 +525,8 @@ async def test_minted_tokens_let_listen_and_publish_use_private_topics(
         (["--jwt-secret", "short", "--sub-topic", "a"], "at least 32 bytes"),
         (["--jwt-secret", SECRET], "the token would allow nothing"),
         (["--jwt-secret", SECRET, "--sub-topic", "a*b"], "invalid topic pattern 'a*b'"),
-        (["--jwt-secret", SECRET, "--sub-topic", "a", "--ttl", "-1"], "--ttl -1 is outside"),
+        (["--jwt-secret", SECRET, "--sub-topic", "a", "--ttl", "-1"], "--ttl -1: give more than 0"),
+        (["--jwt-secret", SECRET, "--sub-topic", "a", "--ttl", "0"], "--ttl 0: give more than 0"),
     ],
 )
 async def test_token_errors_are_one_line(args: list[str], says: str) -> None:

@@ -142,7 +142,7 @@ def print_token(args: argparse.Namespace) -> int:
     if not args.sub_topic and not args.pub_topic:
         raise Failure("the token would allow nothing: give --sub-topic or --pub-topic")
     if not 0 < args.ttl <= 366 * 86400:
-        raise Failure(f"--ttl {args.ttl:g} is outside 0..{366 * 86400} seconds")
+        raise Failure(f"--ttl {args.ttl:g}: give more than 0 and at most {366 * 86400} seconds")
     try:
         token = mint(
             args.jwt_secret, args.sub_topic, args.pub_topic, args.ttl, args.audience, args.issuer
