@@ -535,3 +535,12 @@ async def test_token_errors_are_one_line(args: list[str], says: str) -> None:
     assert err.startswith("broadcaster token: ")
     assert says in err
     assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize("command", ["listen", "publish"])
+async def test_a_mistyped_option_gets_the_command_s_usage_and_a_suggestion(command: str) -> None:
+    code, out, err = await cli(command, "--topc", "orders", "x")
+    assert (code, out) == (2, "")
+    assert err.startswith(f"usage: broadcaster {command}"), err
+    assert "unrecognized arguments: --topc" in err
+    assert "(did you mean --topic?)" in err

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import difflib
 import json
 import os
+import re
 import sys
 from collections.abc import Mapping, Sequence
 
@@ -40,7 +42,10 @@ class Failure(Exception):
 
 def main(argv: Sequence[str]) -> int:
     parser, commands = _parsers()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        # argparse would blame the top-level usage; the command's own is the useful one.
+        commands[args.command].error(_unrecognized(unknown, commands[args.command]))
     try:
         if args.command == "token":
             return print_token(args)
@@ -286,6 +291,13 @@ def _refusal(endpoint: object, status: int, message: str, sent_token: bool) -> s
     if status in (404, 405):  # the wrong place: say which place was asked
         return f"{endpoint} answered {status}: {message}; is --url the server's address?"
     return f"server answered {status}: {message}"
+
+
+def _unrecognized(unknown: Sequence[str], parser: argparse.ArgumentParser) -> str:
+    message = f"unrecognized arguments: {' '.join(unknown)}"
+    options = re.findall(r"--[a-z][a-z-]*", parser.format_help())
+    close = difflib.get_close_matches(unknown[0].split("=")[0], options, n=1)
+    return f"{message} (did you mean {close[0]}?)" if close else message
 
 
 async def _event_id(resp: aiohttp.ClientResponse) -> str | None:
