@@ -15,7 +15,8 @@ import json
 import os
 import re
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import aiohttp
 from yarl import URL
@@ -210,21 +211,36 @@ def _stdin_text() -> str:
 
 async def publish(url: URL, topic: str, data: str, event: str | None, token: str | None) -> int:
     body = {"topic": topic, "data": data} | ({"event": event} if event else {})
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    endpoint = _endpoint(url, "/publish")
-    async with aiohttp.ClientSession(timeout=PUBLISH_TIMEOUT) as session:
-        try:
-            async with session.post(endpoint, json=body, headers=headers) as resp:
-                if resp.status != 200:
-                    message = await server_error(resp)
-                    raise Failure(_refusal(endpoint, resp.status, message, bool(token)))
-                event_id = await _event_id(resp)
-        except (aiohttp.ClientError, TimeoutError) as error:
-            raise Failure(describe(error, url)) from None
+    endpoint, event_id = await _post(url, token, _event_id, json=body)
     if event_id is None:
         raise Failure(f"{endpoint} answered without an event id: is it a broadcaster server?")
     print(event_id)
     return 0
+
+
+T = TypeVar("T")
+
+
+async def _post(
+    url: URL,
+    token: str | None,
+    read: Callable[[aiohttp.ClientResponse], Awaitable[T]],
+    headers: Mapping[str, str] | None = None,
+    **body: Any,
+) -> tuple[URL, T]:
+    """POST to the server's /publish; `read` takes what a 200 says. Any other
+    answer, or no answer, is a one-line `Failure`."""
+    endpoint = _endpoint(url, "/publish")
+    headers = dict(headers or {}) | ({"Authorization": f"Bearer {token}"} if token else {})
+    async with aiohttp.ClientSession(timeout=PUBLISH_TIMEOUT) as session:
+        try:
+            async with session.post(endpoint, headers=headers, **body) as resp:
+                if resp.status != 200:
+                    message = await server_error(resp)
+                    raise Failure(_refusal(endpoint, resp.status, message, bool(token)))
+                return endpoint, await read(resp)
+        except (aiohttp.ClientError, TimeoutError) as error:
+            raise Failure(describe(error, url)) from None
 
 
 def batch_lines(text: str, topic: str | None, event: str | None) -> list[str]:
@@ -249,20 +265,9 @@ def batch_lines(text: str, topic: str | None, event: str | None) -> list[str]:
 
 async def publish_batch(url: URL, lines: list[str], token: str | None) -> int:
     """All of `lines` in one request, published all or none; prints their ids in order."""
-    headers = {"Content-Type": "application/x-ndjson"}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    endpoint = _endpoint(url, "/publish")
     body = "\n".join(lines).encode()
-    async with aiohttp.ClientSession(timeout=PUBLISH_TIMEOUT) as session:
-        try:
-            async with session.post(endpoint, data=body, headers=headers) as resp:
-                if resp.status != 200:
-                    message = await server_error(resp)
-                    raise Failure(_refusal(endpoint, resp.status, message, bool(token)))
-                ids = await _event_ids(resp)
-        except (aiohttp.ClientError, TimeoutError) as error:
-            raise Failure(describe(error, url)) from None
+    ndjson = {"Content-Type": "application/x-ndjson"}
+    endpoint, ids = await _post(url, token, _event_ids, data=body, headers=ndjson)
     if ids is None:
         raise Failure(f"{endpoint} answered without event ids: is it a broadcaster server?")
     print("\n".join(ids))

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import NoReturn
 from urllib.parse import parse_qsl, unquote, unquote_to_bytes, urljoin, urlsplit
 
-from aiohttp import HttpVersion11, web
+from aiohttp import web
 from multidict import MultiMapping
 
 from broadcaster.auth.carriers import bearer, cookie
@@ -36,7 +36,7 @@ from broadcaster.web.publish import (
     event_too_large,
     read_body,
 )
-from broadcaster.web.stream import EventStreamResponse, pump
+from broadcaster.web.stream import pump, stream_response
 from broadcaster.web.stream_core import Stream, StreamRequest
 from broadcaster.wire.events import PRIVATE_ROUTE, EventId, Mercure
 from broadcaster.wire.matchers import BASE, EXACT, URLPATTERN, InvalidMatcher, Matcher, check_text
@@ -325,13 +325,10 @@ async def subscribe(request: web.Request) -> web.StreamResponse:
     last_id = request.headers.get("Last-Event-ID") or request.query.get("last_event_id") or None
     headers = stream_core.response_headers(request.headers.get("Origin"), settings.cors_origins)
     admitted = StreamRequest(frozenset(), last_id, headers, expires)
-    response = EventStreamResponse(headers=headers)
-    response.force_close()
+    response = stream_response(request, headers)
     if request.method == "HEAD":
         await response.prepare(request)
         return response
-    if request.version >= HttpVersion11:
-        response.enable_chunked_encoding()
     router = request.app[MERCURE]
     stream = Stream()
     sub = stream.open(broker, admitted, (request.remote, request.path_qs), request.transport)

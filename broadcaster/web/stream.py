@@ -20,6 +20,7 @@ from broadcaster.web import stream_core
 from broadcaster.web.errors import ApiError
 from broadcaster.web.keys import BROKER, POLICY, SETTINGS
 from broadcaster.web.stream_core import Refusal, Stream
+from broadcaster.wire.origins import Headers
 
 
 class EventStreamResponse(web.StreamResponse):
@@ -27,6 +28,16 @@ class EventStreamResponse(web.StreamResponse):
     # here it puts the headers and the opening frame into one segment.
     # tests/test_stream.py fails if aiohttp stops reading it.
     _send_headers_immediately = False
+
+
+def stream_response(request: web.Request, headers: Headers) -> EventStreamResponse:
+    """The answer a stream is written to, not yet prepared."""
+    response = EventStreamResponse(headers=headers)
+    # A finished stream's connection is never reused: EventSource opens a new one.
+    response.force_close()
+    if request.version >= HttpVersion11 and request.method != "HEAD":
+        response.enable_chunked_encoding()
+    return response
 
 
 async def events(request: web.Request) -> web.StreamResponse:
@@ -69,14 +80,10 @@ async def events_response(
         )
     except Refusal as refusal:
         raise ApiError(refusal.status, refusal.message, refusal.headers) from None
-    response = EventStreamResponse(headers=admitted.headers)
-    # A finished stream's connection is never reused: EventSource opens a new one.
-    response.force_close()
+    response = stream_response(request, admitted.headers)
     if request.method == "HEAD":
         await response.prepare(request)
         return response
-    if request.version >= HttpVersion11:
-        response.enable_chunked_encoding()
     stream = Stream()
     sub = stream.open(broker, admitted, (request.remote, request.path_qs), request.transport)
     try:
