@@ -11,7 +11,6 @@ reader swapped, and prints one JSON line: rows and seconds.
 
 from __future__ import annotations
 
-import datetime
 import itertools
 import json
 import sys
@@ -24,7 +23,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from broadcaster.jobs import importer
-from broadcaster.jobs.importer import Cell, ImportFailed, Row, Rows
+from broadcaster.jobs.importer import ImportFailed, Row, Rows
+from tests.support.openpyxl_cells import openpyxl_text
 
 
 class OpenpyxlRows:
@@ -46,7 +46,7 @@ class OpenpyxlRows:
 
     def batches(self) -> Iterator[list[Row]]:
         rows = (
-            _trimmed([_cell(v) for v in values])
+            _trimmed([openpyxl_text(v) for v in values])
             for values in self._sheet.iter_rows(values_only=True)
         )
         while batch := list(itertools.islice(rows, importer.BATCH_ROWS)):
@@ -58,16 +58,6 @@ class OpenpyxlRows:
     def close(self) -> None:
         self._book.close()
         self._file.close()
-
-
-def _cell(value: object) -> Cell:
-    if value is None:
-        return None
-    if isinstance(value, datetime.datetime | datetime.date | datetime.time):
-        return value.isoformat()
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
 
 
 def _trimmed(row: Row) -> Row:

@@ -22,6 +22,7 @@ from aiohttp.test_utils import unused_port
 
 from broadcaster.edge.server import BACKLOG, FrontDoorSite
 from broadcaster.wire.sse_parser import ServerEvent, SSEParser
+from tests.support.browser import browser  # noqa: F401  (the fixture, for every browser test)
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"

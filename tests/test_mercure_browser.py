@@ -3,31 +3,18 @@ receives what another page publishes with fetch."""
 
 from __future__ import annotations
 
-import shutil
 import time
-from collections.abc import AsyncIterator
 
 import jwt
 import pytest
-from playwright.async_api import Browser, async_playwright
+from playwright.async_api import Browser
 
 from tests.conftest import ServerFactory
-from tests.test_browser import CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = pytest.mark.browser
 
 SECRET = "browser-mercure-" + "b" * 40
 TOPIC = "https://example.com/books/1"
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    if shutil.which(CHROMIUM) is None:
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (.ci/run does)")
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        await browser.close()
 
 
 async def test_a_page_receives_what_another_page_publishes(

@@ -7,7 +7,6 @@ values, styled dates and times, booleans, errors.
 
 from __future__ import annotations
 
-import datetime
 import os
 import threading
 import zipfile
@@ -19,6 +18,7 @@ import pytest
 from broadcaster.jobs import xlsx
 from broadcaster.jobs.importer import ImportFailed, Progress, import_file
 from broadcaster.jobs.xlsx import XlsxRows
+from tests.support.openpyxl_cells import openpyxl_text
 
 PKG = "http://schemas.openxmlformats.org/package/2006"
 DOC = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
@@ -162,17 +162,6 @@ def write_parts(path: Path, sheet: str) -> Path:
         book.writestr("xl/sharedStrings.xml", SHARED_STRINGS)
         book.writestr("xl/worksheets/sheet1.xml", sheet)
     return path
-
-
-def openpyxl_text(value: object) -> str | None:
-    """What the importer stored before, from openpyxl's value (its old _cell)."""
-    if value is None:
-        return None
-    if isinstance(value, datetime.datetime | datetime.date | datetime.time):
-        return value.isoformat()
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
 
 
 def openpyxl_rows(path: Path) -> list[list[str | None]]:
