@@ -342,3 +342,65 @@ async def test_a_publish_that_waited_behind_pipelined_requests_past_the_bound_is
     assert b"Retry-After: 1\r\n" in last
     assert b"too busy: events wait" in last
     assert sum(app[BROKER].stats.published.values()) == 0
+
+
+SLOW = b"GET /long?rows=2&step=1&delay=0.3 HTTP/1.1\r\nHost: x\r\n\r\n"
+CHEAP = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+LAST_PUBLISH = (
+    b"POST /publish HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    b'Content-Length: 27\r\nConnection: close\r\n\r\n{"topic":"t","data":"late"}'
+)
+
+
+async def test_a_publish_left_unparsed_past_aiohttp_s_queue_counts_its_wait_from_its_read() -> None:
+    """aiohttp parses at most 32 pipelined requests ahead: the rest wait in its
+    buffer, and their wait counts from when their bytes came, not from when
+    they were parsed, or a publisher pipelining past the queue is never throttled."""
+    app = create_app(replace(BASE, max_publish_lag_ms=100))
+    async with front_door(app) as site:
+        reader, writer = await asyncio.open_connection("127.0.0.1", URL(site.name).port)
+        writer.write(SLOW + CHEAP * 60 + LAST_PUBLISH)
+        answers = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+    assert answers.count(b"HTTP/1.1 200 ") == 61
+    assert answers.rsplit(b"HTTP/1.1 ", 1)[1].startswith(b"503 ")
+    assert sum(app[BROKER].stats.published.values()) == 0
+
+
+async def test_each_request_read_in_one_go_is_dated_by_when_its_own_bytes_came() -> None:
+    """A publish that came early, and requests that came later, read together
+    once aiohttp's queue drains: the publish's wait counts from when it came,
+    not from when the last of them did."""
+    app = create_app(replace(BASE, max_publish_lag_ms=400))
+    async with front_door(app) as site:
+        reader, writer = await asyncio.open_connection("127.0.0.1", URL(site.name).port)
+        writer.write(SLOW + CHEAP * 40)
+        await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        writer.write(LAST_PUBLISH.replace(b"Connection: close", b"X-Early: 1"))
+        # Not synchronisation: what comes 0.4 s into the slow request's 0.6 s
+        # must not make the publish before it look 0.4 s younger than it is.
+        await asyncio.sleep(0.4)
+        writer.write(CHEAP + LAST_PUBLISH)
+        answers = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+    assert answers.count(b"HTTP/1.1 200 ") == 42
+    assert answers.count(b"HTTP/1.1 503 ") == 1
+    assert sum(app[BROKER].stats.published.values()) == 1
+
+
+async def test_a_publish_that_came_while_reading_was_paused_counts_its_wait_from_then() -> None:
+    """While aiohttp's queue is full it reads nothing, and what comes meanwhile
+    waits in the kernel: that wait counts too."""
+    app = create_app(replace(BASE, max_publish_lag_ms=100))
+    async with front_door(app) as site:
+        reader, writer = await asyncio.open_connection("127.0.0.1", URL(site.name).port)
+        writer.write(SLOW + CHEAP * 40)
+        # The slow request's head: the 40 behind it fill aiohttp's queue, so
+        # the connection is not read until the slow one (0.6 s) is done.
+        await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        writer.write(LAST_PUBLISH)
+        answers = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+    assert answers.count(b"HTTP/1.1 200 ") == 40
+    assert answers.rsplit(b"HTTP/1.1 ", 1)[1].startswith(b"503 ")
+    assert sum(app[BROKER].stats.published.values()) == 0

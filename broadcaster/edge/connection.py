@@ -10,14 +10,19 @@ for a long header or too many headers), saying what is wrong in our own words.
 
 from __future__ import annotations
 
+import asyncio
+import fcntl
+import itertools
 import logging
 import re
+import struct
+import termios
 import time
 from collections import deque
 from http import HTTPStatus
 from typing import Any, TypedDict
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.http_exceptions import (
     BadHttpMethod,
     BadStatusLine,
@@ -25,6 +30,7 @@ from aiohttp.http_exceptions import (
     InvalidHeader,
     LineTooLong,
 )
+from aiohttp.http_parser import RawRequestMessage
 from aiohttp.web_protocol import RequestHandler
 
 from broadcaster.web.errors import JSON, error_body
@@ -61,25 +67,82 @@ log = logging.getLogger("broadcaster.access")
 
 class Connection(RequestHandler):
     """aiohttp's `RequestHandler`, answering its own refusals as JSON, and
-    knowing when each request it queues was read."""
+    knowing by when each request it queues had arrived."""
 
-    __slots__ = ("_arrivals",)
+    __slots__ = ("_arrivals", "_parsed", "_present", "_received", "_watch")
 
     def __init__(self, manager: web.Server, **options: Any) -> None:
         super().__init__(manager, **{**LIMITS, **options})
         self._arrivals: deque[float] = deque()
+        self._received = 0
+        self._parsed = 0
+        """Where the requests parsed so far end in the stream (as sized by `_wire_size`)."""
+        self._present: deque[tuple[int, float]] = deque()
+        """(offset, time): the stream's bytes up to offset had all come by then."""
+        self._watch: asyncio.TimerHandle | None = None
 
     def data_received(self, data: bytes) -> None:
+        if data:
+            self._note_read(len(data))
         # aiohttp counts every message it parses, refusals included, and takes
         # them in that order; tests/test_publish.py fails if that stops.
         before = self._request_count
         super().data_received(data)
         parsed = self._request_count - before
         if parsed:
-            self._arrivals.extend([time.perf_counter()] * parsed)
+            new = itertools.islice(self._messages, len(self._messages) - parsed, None)
+            self._arrivals.extend(self._arrived_by(message) for message, _ in new)
+
+    def _note_read(self, size: int) -> None:
+        # aiohttp parses at most 32 pipelined requests ahead and leaves the
+        # rest in the kernel, or unparsed in its own buffer. Bytes still unread
+        # now came before now: noting that dates the requests parsed from them
+        # later, so that a publisher pipelining past the queue is throttled too.
+        self._received += size
+        self._note_unread()
+
+    def _note_unread(self) -> None:
+        offset = self._received + _unread(self.transport)
+        if not self._present or offset > self._present[-1][0]:
+            self._present.append((offset, time.perf_counter()))
+
+    def _pause_reading_for_buffer(self) -> None:
+        # While aiohttp reads nothing, requests keep coming into the kernel:
+        # note them as they come, not only once reading resumes. (aiohttp's
+        # private hooks: the two tests/test_publish.py tests of requests past
+        # its queue fail if they stop being called.)
+        super()._pause_reading_for_buffer()
+        self._watch_unread()
+
+    def _watch_unread(self) -> None:
+        if self._buffer_paused and self.transport is not None:
+            self._note_unread()
+            self._watch = self._loop.call_later(UNREAD_WATCH, self._watch_unread)
+
+    def _resume_reading_for_buffer(self) -> None:
+        self._stop_watching()
+        super()._resume_reading_for_buffer()
+
+    def _stop_watching(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._stop_watching()
+        super().connection_lost(exc)
+
+    def _arrived_by(self, message: object) -> float:
+        """The earliest time by which every byte of `message`, parsed now, had come."""
+        size = _wire_size(message)
+        end = self._received if size is None else min(self._received, self._parsed + size)
+        self._parsed = end
+        while len(self._present) > 1 and self._present[0][0] < end:
+            self._present.popleft()  # later requests end later still
+        return self._present[0][1] if self._present else time.perf_counter()
 
     def take_arrival(self) -> float | None:
-        """When the request aiohttp starts now was read (`time.perf_counter`):
+        """By when the request aiohttp starts now had arrived (`time.perf_counter`):
         pipelined requests wait their turn, and that wait is part of their latency."""
         return self._arrivals.popleft() if self._arrivals else None
 
@@ -98,6 +161,32 @@ class Connection(RequestHandler):
         response = web.Response(status=status, text=error_body(status, text), content_type=JSON)
         response.force_close()
         return response
+
+
+def _wire_size(message: object) -> int | None:
+    """A parsed request's length as clients write it ("Name: value" headers),
+    or None when it cannot be told (a refusal, a chunked body)."""
+    if not isinstance(message, RawRequestMessage) or message.chunked:
+        return None
+    length = message.headers.get(hdrs.CONTENT_LENGTH, "0")
+    line = len(message.method) + len(message.path) + len(" HTTP/1.1\r\n") + 1
+    fields = sum(len(name) + len(value) + len(": \r\n") for name, value in message.raw_headers)
+    return line + fields + len("\r\n") + (int(length) if length.isdigit() else 0)
+
+
+def _unread(transport: asyncio.BaseTransport | None) -> int:
+    """Bytes the kernel holds for this connection, not yet read."""
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None:
+        return 0
+    try:
+        return int(_INT.unpack(fcntl.ioctl(sock.fileno(), termios.FIONREAD, bytes(_INT.size)))[0])
+    except OSError:  # closed meanwhile
+        return 0
+
+
+_INT = struct.Struct("i")
+UNREAD_WATCH = 0.01  # seconds between looks at a paused connection's unread bytes
 
 
 def refusal(handler: RequestHandler, status: int, exc: BaseException | None) -> tuple[int, str]:

@@ -2,10 +2,12 @@
 fan-out, measured by a timer that should fire every `INTERVAL` seconds.
 
 When more is published than the server can fan out, the excess waits somewhere
-(in the publishers' sockets, in aiohttp's queue of pipelined requests, behind a
-long fan-out), and every loop turn grows longer. The timer's lateness shows
-that; `POST /publish` refuses with 503 once it passes `--max-publish-lag-ms`,
-so the backlog stops growing before the latency it causes passes the bound.
+(unread in the publishers' sockets, in aiohttp's queue of pipelined requests,
+behind a long fan-out), and every loop turn grows longer. The timer's lateness
+shows the last; `edge/connection.py` dates each request by when its bytes came,
+which shows the others. `POST /publish` refuses with 503 once either passes
+`--max-publish-lag-ms`, so the backlog stops growing before the latency it
+causes passes the bound.
 """
 
 from __future__ import annotations

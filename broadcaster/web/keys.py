@@ -22,7 +22,7 @@ POLICY = web.AppKey("policy", Policy)
 MERCURE = web.AppKey("mercure", Router)
 LAG = web.AppKey("lag", LoopLag)
 ARRIVED = web.RequestKey("arrived", float)
-"""When the request's head was read (`time.perf_counter`), where the server knows."""
+"""By when the request had arrived (`time.perf_counter`), where the server knows."""
 STOPPING = web.AppKey("stopping", asyncio.Event)
 """Set when the server starts shutting down: streams that are not the broker's
 (`/long`) end on it."""
