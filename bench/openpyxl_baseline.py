@@ -68,7 +68,7 @@ def _trimmed(row: Row) -> Row:
 
 
 def main(source: Path) -> None:
-    def openpyxl_rows(path: Path, kind: str, while_loading: object) -> Rows:
+    def openpyxl_rows(path: Path, kind: str, while_loading: object, xlsx_budget: int = 0) -> Rows:
         return OpenpyxlRows(path)
 
     importer.open_rows = openpyxl_rows  # the one swap: everything else is the server's path

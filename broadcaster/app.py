@@ -141,7 +141,12 @@ def _install(
     app[LAG] = lag
     app[STOPPING] = asyncio.Event()
     if features.jobs:
-        app[JOBS] = Jobs(broker, settings.data_dir, lambda t: bool(policy.needs_token([t])))
+        app[JOBS] = Jobs(
+            broker,
+            settings.data_dir,
+            lambda t: bool(policy.needs_token([t])),
+            xlsx_budget=settings.xlsx_memory_mib * 1024**2,
+        )
     app.cleanup_ctx.append(_background_tasks(features.ticker))
     app.on_shutdown.append(_end_streams)
     _add_routes(app, features)

@@ -181,6 +181,34 @@ async def test_xlsx_upload_is_imported(
     )
 
 
+async def test_a_sheet_over_the_configured_memory_budget_fails_naming_it(
+    server_process: ServerFactory, tmp_path: Path
+) -> None:
+    server = server_process(
+        "--tick-interval", "3600", "--data-dir", str(tmp_path / "data"),
+        "--xlsx-memory-mib", "128",
+    )  # fmt: skip
+    book = openpyxl.Workbook()
+    sheet = book.active
+    assert sheet is not None
+    sheet["A1"], sheet["XFD1048576"] = "a", 1  # a grid spanning every cell of a sheet
+    book.save(tmp_path / "sparse.xlsx")
+    async with (
+        aiohttp.ClientSession() as session,
+        open_stream(session, f"{server.url}/events?topic=jobs") as announce,
+    ):
+        response = await upload(
+            session, server.url, "sparse.xlsx", (tmp_path / "sparse.xlsx").read_bytes()
+        )
+        assert response.status == 202
+        events = await follow(session, server.url, announce)
+    kind, state = events[-1]
+    assert kind == "failed"
+    assert state["error"] == (
+        "the sheet does not fit in the XLSX reader's memory budget (128 MiB, --xlsx-memory-mib)"
+    )
+
+
 @pytest.mark.parametrize(
     ("name", "content", "words"),
     [

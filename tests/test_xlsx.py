@@ -254,7 +254,8 @@ def test_a_sheet_too_big_for_the_budget_fails_the_import_not_the_server(tmp_path
     )
     path = write_parts(tmp_path / "sparse.xlsx", sheet)
     with pytest.raises(
-        ImportFailed, match=r"does not fit in the XLSX reader's memory budget \(2048 MiB\)"
+        ImportFailed,
+        match=r"does not fit in the XLSX reader's memory budget \(2048 MiB, --xlsx-memory-mib\)",
     ):
         import_file(path, "xlsx", tmp_path / "db.sqlite", "t", lambda _: None, threading.Event())
 

@@ -32,6 +32,8 @@ BLOCK_BYTES = 1 << 16  # CSV read at a time: its split holds the GIL, ~1 ms
 MAX_COLUMNS = 2_000  # SQLite's default SQLITE_MAX_COLUMN
 ZIP_MAGIC = b"PK\x03\x04"
 CANCELLED = "cancelled: the server is shutting down"
+MEMORY_BUDGET = 2 * 1024**3
+"""Bytes of memory the XLSX reader's process may use by default (--xlsx-memory-mib)."""
 
 Cell = str | None
 Row = list[Cell]
@@ -214,11 +216,13 @@ def _lines(file: BinaryIO) -> Iterator[str]:
         yield text.removeprefix("\ufeff") if number == 1 else text
 
 
-def open_rows(path: Path, kind: str, while_loading: Callable[[], None]) -> Rows:
+def open_rows(
+    path: Path, kind: str, while_loading: Callable[[], None], xlsx_budget: int = MEMORY_BUDGET
+) -> Rows:
     if kind == "xlsx":
         from broadcaster.jobs.xlsx import XlsxRows  # imported here: xlsx imports this module
 
-        return XlsxRows(path, while_loading)
+        return XlsxRows(path, while_loading, xlsx_budget)
     return CsvRows(path)
 
 
@@ -250,8 +254,10 @@ def import_file(
     table: str,
     on_progress: Callable[[Progress], None],
     cancelled: threading.Event,
+    xlsx_budget: int = MEMORY_BUDGET,
 ) -> Imported:
-    """Import `path` into a new `table`; raises ImportFailed, leaving nothing."""
+    """Import `path` into a new `table`; raises ImportFailed, leaving nothing.
+    `xlsx_budget`: the bytes of memory the XLSX reader's process may use."""
 
     def while_loading() -> None:
         if cancelled.is_set():
@@ -259,7 +265,7 @@ def import_file(
         on_progress(Progress(0, None, 0.0))
 
     try:
-        rows = open_rows(path, kind, while_loading)
+        rows = open_rows(path, kind, while_loading, xlsx_budget)
     except OSError as error:
         raise ImportFailed(f"the upload could not be read ({_reason(error)})") from None
     try:

@@ -25,7 +25,14 @@ from typing import Any
 
 from broadcaster.fanout.broker import BackendUnavailable, Broker
 from broadcaster.jobs import data_dir
-from broadcaster.jobs.importer import Imported, ImportFailed, Progress, import_file, sniff
+from broadcaster.jobs.importer import (
+    MEMORY_BUDGET,
+    Imported,
+    ImportFailed,
+    Progress,
+    import_file,
+    sniff,
+)
 
 log = logging.getLogger("broadcaster.jobs")
 
@@ -112,12 +119,18 @@ class Jobs:
     imports (rolled back) and waits for them."""
 
     def __init__(
-        self, broker: Broker, directory: Path, is_private: Callable[[str], bool] = lambda _: False
+        self,
+        broker: Broker,
+        directory: Path,
+        is_private: Callable[[str], bool] = lambda _: False,
+        xlsx_budget: int = MEMORY_BUDGET,
     ) -> None:
         """`is_private(topic)`: whether subscribing to `topic` needs a token. The
         announcement names the file only when the announcement topic itself is
-        private, and says whether the job's own topic is."""
+        private, and says whether the job's own topic is. `xlsx_budget`: the
+        bytes of memory the XLSX reader's process may use."""
         self._broker = broker
+        self._xlsx_budget = xlsx_budget
         self._is_private = is_private
         self._data_dir = directory
         self._database = directory / "broadcaster.db"
@@ -203,7 +216,13 @@ class Jobs:
                 loop.call_soon_threadsafe(self._publish_soon, job)
 
         return import_file(
-            job.upload, kind, self._database, f"upload_{job.id}", progress, job.cancelled
+            job.upload,
+            kind,
+            self._database,
+            f"upload_{job.id}",
+            progress,
+            job.cancelled,
+            self._xlsx_budget,
         )
 
     def _publish_soon(self, job: Job) -> None:

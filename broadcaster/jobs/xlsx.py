@@ -4,8 +4,9 @@ calamine loads 500,000 rows x 10 columns in about 6 s, where openpyxl took 100,
 but it loads the whole sheet into one dense grid spanning its cells, and a failed
 Rust allocation aborts the process: a 5 KB file with cells in A1 and XFD1048576
 asks for 512 GiB. So the sheet is read in a child process (`python -m
-broadcaster.jobs.xlsx FILE`) whose address space is capped at MEMORY_BUDGET; a sheet
-that does not fit fails its import, never the server. The child turns cells into
+broadcaster.jobs.xlsx FILE BYTES`) whose address space is capped at BYTES
+(--xlsx-memory-mib); a sheet that does not fit fails its import, never the
+server. The child turns cells into
 text and streams rows back in marshal frames, which also keeps that per-cell
 work off the server's interpreter (and its GIL).
 
@@ -28,10 +29,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any, TypeGuard
 
-from broadcaster.jobs.importer import Cell, ImportFailed, Row
+from broadcaster.jobs.importer import MEMORY_BUDGET, Cell, ImportFailed, Row
 
-MEMORY_BUDGET = 2 * 1024**3
-"""Bytes of address space the reading child may use (the sheet's grid, ~100 bytes a cell)."""
 FRAME_ROWS = 2_000
 FRAME_HEAD = struct.Struct("<I")
 WAIT_TICK = 0.25  # seconds between calls of while_loading
@@ -91,7 +90,10 @@ class XlsxRows:
         status = self._child.wait()
         if status < 0 or status == MEMORY_EXIT:  # killed, or aborted on a failed allocation
             mib = self._budget // 1024**2
-            return f"the sheet does not fit in the XLSX reader's memory budget ({mib} MiB)"
+            return (
+                f"the sheet does not fit in the XLSX reader's memory budget ({mib} MiB,"
+                " --xlsx-memory-mib)"
+            )
         return f"the XLSX reader stopped (exit status {status})"
 
     def fraction(self, rows_done: int) -> float:

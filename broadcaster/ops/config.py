@@ -48,6 +48,7 @@ class Settings:
     min_body_rate: int = 500
     data_dir: Path = Path("data")
     max_upload_bytes: int = 256 * 1024 * 1024
+    xlsx_memory_mib: int = 2048
     redis_url: str | None = None
     cors_origins: tuple[str, ...] = ()
     private_topics: tuple[str, ...] = ()
@@ -75,7 +76,7 @@ def _bounded(kind: Callable[[str], Any], low: float, high: float) -> Callable[[s
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a valid {kind.__name__}") from None
         if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"{value} is outside {low:g}..{high:g}")
+            raise argparse.ArgumentTypeError(f"{value} is outside {_shown(low)}..{_shown(high)}")
         return value
 
     parse.__name__ = kind.__name__
@@ -147,6 +148,11 @@ def _public_key(text: str) -> Path | None:
 _COOKIE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
+def _shown(bound: float) -> str:
+    """A bound as typed: 1048576, not 1.04858e+06; 0.01 as it is."""
+    return str(int(bound)) if float(bound).is_integer() else f"{bound:g}"
+
+
 def _cookie_name(text: str) -> str:
     if not _COOKIE_NAME.fullmatch(text):
         raise argparse.ArgumentTypeError(f"{text!r} is not a cookie name (A-Z a-z 0-9 _ . -)")
@@ -198,6 +204,12 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("data_dir", Path, "directory for the SQLite database and uploads"),
     Option("max_upload_bytes", _bounded(int, 1, 2**40), "largest POST /jobs upload"),
+    Option(
+        "xlsx_memory_mib",
+        _bounded(int, 128, 1024 * 1024),
+        "memory the XLSX reader's process may use, in MiB (a sheet takes ~100 bytes a cell);"
+        " a sheet that needs more fails its import",
+    ),
     Option("redis_url", _redis_url, "redis://host:port/db: share events across instances"),
     Option("cors_origins", _origins, "comma-separated origins allowed by CORS; unset: none"),
     Option(
