@@ -388,6 +388,37 @@ async def test_each_request_read_in_one_go_is_dated_by_when_its_own_bytes_came()
     assert sum(app[BROKER].stats.published.values()) == 1
 
 
+@pytest.mark.parametrize("chunked", [False, True], ids=["length", "chunked"])
+async def test_a_body_that_came_in_pieces_does_not_age_the_requests_after_it(
+    chunked: bool,
+) -> None:
+    """Requests are dated by their sizes: a body read in pieces must not leave
+    the reckoning behind the stream, or the next publish, on an idle server,
+    would be dated by when the body came and refused."""
+    app = create_app(replace(BASE, max_publish_lag_ms=100, max_event_bytes=64 * 1024))
+    body = json.dumps({"topic": "t", "data": "x" * 20_000}).encode()
+    framing = b"Transfer-Encoding: chunked" if chunked else b"Content-Length: %d" % len(body)
+    head = b"POST /publish HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    first, rest = body[:100], body[100:]
+    if chunked:
+        first, rest = b"%x\r\n" % len(body) + first, rest + b"\r\n0\r\n\r\n"
+    async with front_door(app) as site:
+        reader, writer = await asyncio.open_connection("127.0.0.1", URL(site.name).port)
+        # The scenario's pauses: the body's start, its rest, then an idle
+        # connection before the next publish.
+        writer.write(head + framing + b"\r\n\r\n" + first)
+        await asyncio.sleep(0.1)
+        writer.write(rest)
+        first_answer = await asyncio.wait_for(reader.readuntil(b"}"), 10)
+        assert first_answer.startswith(b"HTTP/1.1 200 "), first_answer
+        await asyncio.sleep(0.3)
+        writer.write(LAST_PUBLISH)
+        answers = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+    assert answers.startswith(b"HTTP/1.1 200 "), answers[:300]
+    assert sum(app[BROKER].stats.published.values()) == 2
+
+
 async def test_a_publish_that_came_while_reading_was_paused_counts_its_wait_from_then() -> None:
     """While aiohttp's queue is full it reads nothing, and what comes meanwhile
     waits in the kernel: that wait counts too."""

@@ -33,6 +33,7 @@ from aiohttp.http_exceptions import (
 from aiohttp.http_parser import RawRequestMessage
 from aiohttp.web_protocol import RequestHandler
 
+from broadcaster.edge.arrivals import Arrivals
 from broadcaster.web.errors import JSON, error_body
 
 # The parser's limits, shared with the front door's own parse. The URL's and a
@@ -67,57 +68,67 @@ log = logging.getLogger("broadcaster.access")
 
 class Connection(RequestHandler):
     """aiohttp's `RequestHandler`, answering its own refusals as JSON, and
-    knowing by when each request it queues had arrived."""
+    knowing by when each request it queues had come (`edge/arrivals.py`)."""
 
-    __slots__ = ("_arrivals", "_parsed", "_present", "_received", "_watch")
+    __slots__ = ("_arrivals", "_dated", "_dates", "_watch", "_watch_every")
 
     def __init__(self, manager: web.Server, **options: Any) -> None:
         super().__init__(manager, **{**LIMITS, **options})
-        self._arrivals: deque[float] = deque()
-        self._received = 0
-        self._parsed = 0
-        """Where the requests parsed so far end in the stream (as sized by `_wire_size`)."""
-        self._present: deque[tuple[int, float]] = deque()
-        """(offset, time): the stream's bytes up to offset had all come by then."""
+        self._arrivals = Arrivals()
+        self._dates: deque[float] = deque()
+        self._dated = 0  # of aiohttp's `_request_count`
         self._watch: asyncio.TimerHandle | None = None
+        self._watch_every = UNREAD_WATCH
 
     def data_received(self, data: bytes) -> None:
+        if self._force_close or self._close:  # aiohttp drops what comes now
+            return
+        if not self._messages and not self._buffer_paused:
+            self._arrivals.caught_up()
         if data:
-            self._note_read(len(data))
-        # aiohttp counts every message it parses, refusals included, and takes
-        # them in that order; tests/test_publish.py fails if that stops.
-        before = self._request_count
+            self._arrivals.read(len(data), _unread(self.transport), time.perf_counter())
         super().data_received(data)
-        parsed = self._request_count - before
-        if parsed:
-            new = itertools.islice(self._messages, len(self._messages) - parsed, None)
-            self._arrivals.extend(self._arrived_by(message) for message, _ in new)
+        self._date_new()
 
-    def _note_read(self, size: int) -> None:
-        # aiohttp parses at most 32 pipelined requests ahead and leaves the
-        # rest in the kernel, or unparsed in its own buffer. Bytes still unread
-        # now came before now: noting that dates the requests parsed from them
-        # later, so that a publisher pipelining past the queue is throttled too.
-        self._received += size
-        self._note_unread()
+    def _date_new(self) -> None:
+        """Date the requests aiohttp parsed since the last call, in order."""
+        new, self._dated = self._request_count - self._dated, self._request_count
+        if new <= 0:
+            return
+        now = time.perf_counter()
+        queued = min(new, len(self._messages))
+        # aiohttp also parses outside data_received (what follows a declined
+        # upgrade), and may have taken those already: they go first, unsized.
+        self._dates.extend(self._arrivals.date(None, now) for _ in range(new - queued))
+        for message, _ in itertools.islice(self._messages, len(self._messages) - queued, None):
+            self._dates.append(self._arrivals.date(_wire_size(message), now))
 
-    def _note_unread(self) -> None:
-        offset = self._received + _unread(self.transport)
-        if not self._present or offset > self._present[-1][0]:
-            self._present.append((offset, time.perf_counter()))
+    def take_arrival(self) -> float | None:
+        """By when the request aiohttp starts now had come (`time.perf_counter`):
+        pipelined requests wait their turn, and that wait is part of their latency.
+        (aiohttp takes requests in the order it parsed them; the tests of
+        pipelined publishes in tests/test_publish.py fail if that stops.)"""
+        self._date_new()
+        return self._dates.popleft() if self._dates else None
 
     def _pause_reading_for_buffer(self) -> None:
         # While aiohttp reads nothing, requests keep coming into the kernel:
         # note them as they come, not only once reading resumes. (aiohttp's
-        # private hooks: the two tests/test_publish.py tests of requests past
-        # its queue fail if they stop being called.)
+        # private hooks: the tests of requests past its queue in
+        # tests/test_publish.py fail if they stop being called.)
         super()._pause_reading_for_buffer()
+        self._watch_every = UNREAD_WATCH
         self._watch_unread()
 
     def _watch_unread(self) -> None:
+        self._stop_watching()
         if self._buffer_paused and self.transport is not None:
-            self._note_unread()
-            self._watch = self._loop.call_later(UNREAD_WATCH, self._watch_unread)
+            grew = self._arrivals.saw(_unread(self.transport), time.perf_counter())
+            # A connection paused behind a long request (a stream) may stay so
+            # for hours with nothing coming: look less often while nothing does.
+            every = UNREAD_WATCH if grew else min(2 * self._watch_every, UNREAD_WATCH_MAX)
+            self._watch_every = every
+            self._watch = self._loop.call_later(every, self._watch_unread)
 
     def _resume_reading_for_buffer(self) -> None:
         self._stop_watching()
@@ -131,20 +142,6 @@ class Connection(RequestHandler):
     def connection_lost(self, exc: BaseException | None) -> None:
         self._stop_watching()
         super().connection_lost(exc)
-
-    def _arrived_by(self, message: object) -> float:
-        """The earliest time by which every byte of `message`, parsed now, had come."""
-        size = _wire_size(message)
-        end = self._received if size is None else min(self._received, self._parsed + size)
-        self._parsed = end
-        while len(self._present) > 1 and self._present[0][0] < end:
-            self._present.popleft()  # later requests end later still
-        return self._present[0][1] if self._present else time.perf_counter()
-
-    def take_arrival(self) -> float | None:
-        """By when the request aiohttp starts now had arrived (`time.perf_counter`):
-        pipelined requests wait their turn, and that wait is part of their latency."""
-        return self._arrivals.popleft() if self._arrivals else None
 
     def handle_error(
         self,
@@ -187,6 +184,7 @@ def _unread(transport: asyncio.BaseTransport | None) -> int:
 
 _INT = struct.Struct("i")
 UNREAD_WATCH = 0.01  # seconds between looks at a paused connection's unread bytes
+UNREAD_WATCH_MAX = 0.25  # ... while nothing more comes
 
 
 def refusal(handler: RequestHandler, status: int, exc: BaseException | None) -> tuple[int, str]:

@@ -76,7 +76,7 @@ def _bounded(kind: Callable[[str], Any], low: float, high: float) -> Callable[[s
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a valid {kind.__name__}") from None
         if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"{value} is outside {_shown(low)}..{_shown(high)}")
+            raise argparse.ArgumentTypeError(f"{text} is outside {_shown(low)}..{_shown(high)}")
         return value
 
     parse.__name__ = kind.__name__
@@ -207,7 +207,8 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "xlsx_memory_mib",
         _bounded(int, 128, 1024 * 1024),
-        "memory the XLSX reader's process may use, in MiB (a sheet takes ~100 bytes a cell);"
+        "address space the XLSX reader's process may use, in MiB (a sheet takes ~100 bytes"
+        " a cell);"
         " a sheet that needs more fails its import",
     ),
     Option("redis_url", _redis_url, "redis://host:port/db: share events across instances"),
