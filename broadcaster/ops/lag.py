@@ -16,17 +16,23 @@ import asyncio
 import time
 
 INTERVAL = 0.01
+KEEP = 1.0
+"""Seconds it goes on measuring after the last publish: an idle server's loop
+is not woken 100 times a second for nobody."""
 
 
 class LoopLag:
-    """The loop's lateness: the last measured, or the current one if the timer
-    is overdue now (a stall is seen while it lasts, not only after)."""
+    """The loop's lateness while publishing goes on: the last measured, or the
+    current one if the timer is overdue now (a stall is seen while it lasts,
+    not only after). 0 while nobody publishes."""
 
-    __slots__ = ("_due", "_last")
+    __slots__ = ("_due", "_last", "_wanted", "_wanted_until")
 
     def __init__(self) -> None:
         self._last = 0.0
         self._due: float | None = None
+        self._wanted_until = 0.0
+        self._wanted = asyncio.Event()
 
     @property
     def measuring(self) -> bool:
@@ -37,10 +43,19 @@ class LoopLag:
             return 0.0
         return max(self._last, time.perf_counter() - self._due)
 
+    def wanted(self) -> None:
+        """Someone publishes: measure for the next KEEP seconds."""
+        self._wanted_until = time.perf_counter() + KEEP
+        self._wanted.set()
+
     async def run(self) -> None:
-        """Measure until cancelled."""
+        """Measure whenever wanted, until cancelled."""
         try:
             while True:
+                if time.perf_counter() >= self._wanted_until:
+                    self._due, self._last = None, 0.0
+                    self._wanted.clear()
+                    await self._wanted.wait()
                 self._due = time.perf_counter() + INTERVAL
                 await asyncio.sleep(INTERVAL)
                 self._last = max(0.0, time.perf_counter() - self._due)

@@ -76,9 +76,10 @@ def check_lag(request: web.Request, bound_ms: int) -> None:
     (behind fan-outs it cannot keep up with). Accepting more makes both worse;
     a refusal costs a fraction of a fan-out, so refusing is how the server
     catches up."""
-    now = time.perf_counter()
+    now, lag = time.perf_counter(), request.app[LAG]
+    lag.wanted()
     arrived = request.get(ARRIVED)
-    wait = max(request.app[LAG].seconds(), now - arrived if arrived is not None else 0.0)
+    wait = max(lag.seconds(), now - arrived if arrived is not None else 0.0)
     request.app[METRICS].publish_wait_seconds.observe(wait)
     if bound_ms and wait * 1000 > bound_ms:
         request.app[METRICS].publish_throttled.inc()
