@@ -101,6 +101,17 @@ async def follow(session: aiohttp.ClientSession, base: str, announce: Stream) ->
     return [(e.event, json.loads(e.data)) for e in events]
 
 
+async def imported(base: str, name: str, content: bytes) -> list[Any]:
+    """Upload `content` as `name`, and follow its job from creation to its end."""
+    async with (
+        aiohttp.ClientSession() as session,
+        open_stream(session, f"{base}/events?topic=jobs") as announce,
+    ):
+        response = await upload(session, base, name, content)
+        assert response.status == 202
+        return await follow(session, base, announce)
+
+
 def streamed_multipart(size: int) -> aiohttp.MultipartWriter:
     async def chunks() -> AsyncIterator[bytes]:
         for _ in range(0, size, 65536):
@@ -160,15 +171,7 @@ async def test_xlsx_upload_is_imported(
     for i in range(2_000):
         sheet.append([f"city {i}", i * 1000])
     book.save(tmp_path / "cities.xlsx")
-    async with (
-        aiohttp.ClientSession() as session,
-        open_stream(session, f"{server.url}/events?topic=jobs") as announce,
-    ):
-        response = await upload(
-            session, server.url, "cities.xlsx", (tmp_path / "cities.xlsx").read_bytes()
-        )
-        assert response.status == 202
-        events = await follow(session, server.url, announce)
+    events = await imported(server.url, "cities.xlsx", (tmp_path / "cities.xlsx").read_bytes())
     kind, state = events[-1]
     assert kind == "done", state["error"]
     assert (state["rows_done"], state["total"]) == (2_000, 2_000)
@@ -193,15 +196,7 @@ async def test_a_sheet_over_the_configured_memory_budget_fails_naming_it(
     assert sheet is not None
     sheet["A1"], sheet["XFD1048576"] = "a", 1  # a grid spanning every cell of a sheet
     book.save(tmp_path / "sparse.xlsx")
-    async with (
-        aiohttp.ClientSession() as session,
-        open_stream(session, f"{server.url}/events?topic=jobs") as announce,
-    ):
-        response = await upload(
-            session, server.url, "sparse.xlsx", (tmp_path / "sparse.xlsx").read_bytes()
-        )
-        assert response.status == 202
-        events = await follow(session, server.url, announce)
+    events = await imported(server.url, "sparse.xlsx", (tmp_path / "sparse.xlsx").read_bytes())
     kind, state = events[-1]
     assert kind == "failed"
     assert state["error"] == (
