@@ -56,3 +56,21 @@ def test_catching_up_forgets_what_it_no_longer_needs() -> None:
     assert arrivals.notes == 1
     arrivals.read(100, 0, now=2_000.0)
     assert arrivals.date(100, now=2_000.0) == 2_000.0
+
+
+def test_a_body_still_coming_when_caught_up_keeps_the_next_request_from_dating_early() -> None:
+    arrivals = Arrivals()
+    arrivals.read(1_000, 5_000, now=1.0)  # a head, part of a 10,000-byte body, more unread
+    assert arrivals.date(10_000, now=1.0) == 1.0
+    arrivals.caught_up()  # the handler reads the body: nothing queued
+    arrivals.read(9_100, 0, now=5.0)  # the body's rest and the next request, in one read
+    assert arrivals.date(100, now=5.0) == 5.0
+
+
+def test_the_notes_stay_few_however_the_bytes_trickle_in() -> None:
+    arrivals = Arrivals()
+    arrivals.read(100, 0, now=0.0)
+    arrivals.date(10_000, now=0.0)  # a request whose body trickles, a byte a read
+    for byte in range(1, 10_000):
+        arrivals.read(1, 1, now=float(byte))
+    assert arrivals.notes <= 64

@@ -148,3 +148,26 @@ def test_a_port_in_use_is_one_clear_line(server_process: ServerFactory) -> None:
     assert f"cannot listen on http://127.0.0.1:{server.port}: " in second.stderr
     assert "address already in use" in second.stderr
     assert "Traceback" not in second.stderr
+
+
+async def test_port_0_logs_the_port_the_system_picked() -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "broadcaster", "--port", "0", "--tick-interval", "3600",
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stderr is not None
+    try:
+        async with asyncio.timeout(20):
+            while b"Running on" not in (line := await process.stderr.readline()):
+                assert line, "the server stopped before saying where it runs"
+        url = re.search(rb"Running on (http://\S+)", line)
+        assert url is not None, line
+        assert not url[1].endswith(b":0"), line
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(url[1].decode() + "/healthz") as response,
+        ):
+            assert response.status == 200
+    finally:
+        process.terminate()
+        await process.wait()

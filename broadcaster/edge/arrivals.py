@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from collections import deque
 
+MAX_NOTES = 64
+
 
 class Arrivals:
     __slots__ = ("_lost", "_parsed", "_present", "_read")
@@ -50,13 +52,21 @@ class Arrivals:
         offset = self._read + unread
         if self._present and offset <= self._present[-1][0]:
             return False
+        if len(self._present) >= MAX_NOTES:
+            # A client trickling a byte per read while a request is handled
+            # would grow the notes without end: later bytes are dated later,
+            # which errs the safe way.
+            self._present.pop()
         self._present.append((offset, now))
         return True
 
     def caught_up(self) -> None:
         """Every whole request read so far has been dated and handed on: what
         aiohttp still holds unparsed is the start of one not yet whole."""
-        self._parsed, self._lost = self._read, False
+        # A body still coming belongs to a request already dated: never move
+        # back from its end, or the next request would be dated from too early.
+        self._parsed = self._read if self._lost else max(self._parsed, self._read)
+        self._lost = False
         self._forget_before(self._read)
 
     def date(self, size: int | None, now: float) -> float:

@@ -82,7 +82,11 @@ class FrontDoorSite(web.BaseSite):
 
     @property
     def name(self) -> str:
-        return str(URL.build(scheme="http", host=self._host, port=self._port))
+        """The address it listens on: with port 0, the port the system picked."""
+        port = self._port
+        if self._listener is not None and self._listener.sockets:
+            port = self._listener.sockets[0].getsockname()[1]
+        return str(URL.build(scheme="http", host=self._host, port=port))
 
     async def start(self) -> None:
         await super().start()

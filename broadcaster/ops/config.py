@@ -185,8 +185,8 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "max_publish_lag_ms",
         _bounded(int, 0, 60_000),
-        "publishing answers 503 with Retry-After while the event loop runs later than this;"
-        " 0: never",
+        "publishing answers 503 with Retry-After once a publish waited longer than this, behind"
+        " pipelined requests or a late event loop; 0: never",
     ),
     Option("publish_token", _token, "bearer token for POST /publish; unset: loopback only"),
     Option("log_level", _choice(LOG_LEVELS), "DEBUG, INFO, WARNING or ERROR"),
@@ -207,8 +207,8 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "xlsx_memory_mib",
         _bounded(int, 128, 1024 * 1024),
-        "address space the XLSX reader's process may use, in MiB (a sheet takes ~100 bytes"
-        " a cell);"
+        "address space the XLSX reader's process may use, in MiB, at least 128 (its Python"
+        " takes ~60 of it, a sheet ~100 bytes a cell);"
         " a sheet that needs more fails its import",
     ),
     Option("redis_url", _redis_url, "redis://host:port/db: share events across instances"),

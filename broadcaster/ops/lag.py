@@ -1,10 +1,11 @@
 """How far behind the event loop runs: the delay any event now faces before its
-fan-out, measured by a timer that should fire every `INTERVAL` seconds.
+fan-out, measured while publishing goes on by a timer that should fire every
+`INTERVAL` seconds.
 
 When more is published than the server can fan out, the excess waits somewhere
 (unread in the publishers' sockets, in aiohttp's queue of pipelined requests,
 behind a long fan-out), and every loop turn grows longer. The timer's lateness
-shows the last; `edge/connection.py` dates each request by when its bytes came,
+shows the last; `edge/arrivals.py` dates each request by when its bytes came,
 which shows the others. `POST /publish` refuses with 503 once either passes
 `--max-publish-lag-ms`, so the backlog stops growing before the latency it
 causes passes the bound.
@@ -58,6 +59,11 @@ class LoopLag:
                     await self._wanted.wait()
                 self._due = time.perf_counter() + INTERVAL
                 await asyncio.sleep(INTERVAL)
-                self._last = max(0.0, time.perf_counter() - self._due)
+                now = time.perf_counter()
+                self._last = max(0.0, now - self._due)
+                if self._last > INTERVAL:
+                    # A stall outlasting KEEP must still be seen by the
+                    # publishes that waited it out, which run after this.
+                    self._wanted_until = max(self._wanted_until, now + KEEP)
         finally:
             self._due = None

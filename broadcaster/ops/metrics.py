@@ -37,14 +37,15 @@ class Metrics:
 
         self.publish_wait_seconds = Histogram(
             "broadcaster_publish_wait_seconds",
-            "How long each publish request waited for its turn: behind pipelined requests,"
-            " and the loop's lateness",
+            "How long each publish request waited for its turn since its bytes came: behind"
+            " pipelined requests, or the loop's lateness",
             buckets=LATENESS_BUCKETS,
             registry=self.registry,
         )
         self.publish_throttled = Counter(
             "broadcaster_publish_throttled",
-            "Publish requests refused with 503 because the loop lag passed --max-publish-lag-ms",
+            "Publish requests refused with 503 because their wait (behind pipelined requests,"
+            " or the loop's lateness) passed --max-publish-lag-ms",
             registry=self.registry,
         )
 
@@ -87,8 +88,9 @@ class LagCollector(Collector):
     def collect(self) -> Iterable[Metric]:
         yield GaugeMetricFamily(
             "broadcaster_publish_lag_seconds",
-            "How late the event loop runs now: what an event published now waits before"
-            " its fan-out; past --max-publish-lag-ms, publishing answers 503",
+            "How late the event loop runs now, while publishing goes on (0 a second after the"
+            " last publish); one of the two waits --max-publish-lag-ms bounds, the other is"
+            " broadcaster_publish_wait_seconds",
             value=self._lag.seconds(),
         )
 
