@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
+import time
 
 import aiohttp
+import pytest
 
+from broadcaster.ops.logs import Summarised
 from tests.conftest import ServerFactory, ServerProcess, open_stream, wait_for
 
 QUIET = ("--tick-interval", "3600", "--heartbeat-interval", "3600")
@@ -143,3 +147,44 @@ async def test_a_long_stream_cut_by_shutdown_leaves_its_access_line(
         r'INFO +broadcaster.access: 127.0.0.1 "GET /long\?rows=100&step=10&delay=1" 200 ',
         server.log(),
     )
+
+
+def test_a_warning_repeated_thousands_of_times_is_written_once_then_summed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    logger = logging.getLogger("test.summarised")
+    summarised = Summarised(logger, every=0.05)
+    with caplog.at_level(logging.WARNING, logger="test.summarised"):
+        for _ in range(1_000):
+            summarised.warning("refused")
+        time.sleep(0.06)  # the window passing is the scenario, not a wait for something
+        summarised.warning("refused")
+    assert [r.getMessage() for r in caplog.records] == [
+        "refused",
+        "refused (and 999 more like it since the last such line)",
+    ]
+
+
+async def test_throttled_publishes_are_summed_up_not_each_a_warning(
+    server_process: ServerFactory,
+) -> None:
+    server = server_process(*QUIET, "--max-publish-lag-ms", "100")
+    publish = (
+        b"POST /publish HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b'Content-Length: 24\r\n\r\n{"topic":"t","data":"x"}'
+    )
+    # Slow work that holds the connection 0.6 s, with publishes queued behind it.
+    slow = b"GET /long?rows=2&step=1&delay=0.3 HTTP/1.1\r\nHost: x\r\n\r\n"
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(
+        slow + publish * 20 + b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    answers = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    assert answers.count(b"HTTP/1.1 503 ") == 20
+    await _logged(server, r'INFO +broadcaster.access: 127.0.0.1 "POST /publish" 503 ')
+    refusals = re.findall(
+        r"WARNING broadcaster.publish: Publishing refused, too busy", server.log()
+    )
+    assert len(refusals) == 1
+    assert 'WARNING broadcaster.access: 127.0.0.1 "POST /publish" 503' not in server.log()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 from datetime import UTC, datetime
 from urllib.parse import unquote_plus
 
@@ -90,11 +91,14 @@ def log_access(
     size: int | None,
     elapsed: float,
     note: str = "",
+    level: int | None = None,
 ) -> None:
     """One format for every access line, streams included:
-    `remote "METHOD /path?query" status bytes seconds[, note]`."""
+    `remote "METHOD /path?query" status bytes seconds[, note]`; `level` when
+    the handler knows better than the status (a refusal it summarises itself)."""
     remote, method, path_qs = request
-    level = access_level(path_qs.partition("?")[0], status)
+    if level is None:
+        level = access_level(path_qs.partition("?")[0], status)
     if logger.isEnabledFor(level):
         logger.log(
             level,
@@ -107,3 +111,25 @@ def log_access(
             elapsed,
             f", {note}" if note else "",
         )
+
+
+class Summarised:
+    """A warning that can repeat thousands of times a second (publishes refused
+    under overload): written the first time, then at most once every `every`
+    seconds, saying how many more there were. A metric counts every one."""
+
+    __slots__ = ("_every", "_last", "_logger", "_since")
+
+    def __init__(self, logger: logging.Logger, every: float = 10.0) -> None:
+        self._logger, self._every = logger, every
+        self._last: float | None = None
+        self._since = 0
+
+    def warning(self, message: str) -> None:
+        now = time.monotonic()
+        if self._last is not None and now - self._last < self._every:
+            self._since += 1
+            return
+        more = f" (and {self._since} more like it since the last such line)" if self._since else ""
+        self._logger.warning("%s%s", message, more)
+        self._last, self._since = now, 0

@@ -9,6 +9,7 @@ from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
 
 from broadcaster.ops.logs import log_access
+from broadcaster.web.keys import THROTTLED
 
 
 class AccessLogger(AbstractAccessLogger):
@@ -19,7 +20,9 @@ class AccessLogger(AbstractAccessLogger):
         if request.method == "GET" and request.path == "/events" and response.status == 200:
             return
         where = (request.remote, request.method, request.path_qs)
-        log_access(self.logger, where, response.status, response.body_length, time)
+        # One of thousands a second under overload, summarised by the throttle.
+        level = logging.INFO if request.get(THROTTLED) else None
+        log_access(self.logger, where, response.status, response.body_length, time, level=level)
 
     @property
     def enabled(self) -> bool:

@@ -23,6 +23,8 @@ MERCURE = web.AppKey("mercure", Router)
 LAG = web.AppKey("lag", LoopLag)
 ARRIVED = web.RequestKey("arrived", float)
 """By when the request had arrived (`time.perf_counter`), where the server knows."""
+THROTTLED = web.RequestKey("throttled", bool)
+"""Refused by the publish throttle, which logs its refusals in summary."""
 STOPPING = web.AppKey("stopping", asyncio.Event)
 """Set when the server starts shutting down: streams that are not the broker's
 (`/long`) end on it."""

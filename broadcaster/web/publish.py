@@ -6,6 +6,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import json
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,9 +19,10 @@ from broadcaster.auth.policy import Policy
 from broadcaster.auth.tokens import Grant, Refusal
 from broadcaster.fanout.broker import BackendUnavailable
 from broadcaster.ops.config import Settings
+from broadcaster.ops.logs import Summarised
 from broadcaster.web.authorization import api_error
 from broadcaster.web.errors import ApiError
-from broadcaster.web.keys import ARRIVED, BROKER, LAG, METRICS, POLICY, SETTINGS
+from broadcaster.web.keys import ARRIVED, BROKER, LAG, METRICS, POLICY, SETTINGS, THROTTLED
 from broadcaster.wire.events import Event
 from broadcaster.wire.topics import InvalidTopic, check_topic
 
@@ -30,6 +32,9 @@ NDJSON = "application/x-ndjson"
 MAX_EVENT_TYPE_LENGTH = 64
 RESERVED_EVENT_TYPES = frozenset({"resync", "shutdown", "reauth"})
 FIELDS = frozenset({"topic", "event", "data"})
+REFUSALS = Summarised(logging.getLogger("broadcaster.publish"))
+"""Under overload the throttle refuses thousands a second: the log says so once
+every 10 s, and broadcaster_publish_throttled_total counts each."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,12 +88,13 @@ def check_lag(request: web.Request, bound_ms: int) -> None:
     request.app[METRICS].publish_wait_seconds.observe(wait)
     if bound_ms and wait * 1000 > bound_ms:
         request.app[METRICS].publish_throttled.inc()
-        raise ApiError(
-            503,
+        request[THROTTLED] = True
+        words = (
             f"too busy: events wait {wait * 1000:.0f} ms for their fan-out, over the"
-            f" {bound_ms} ms bound (--max-publish-lag-ms); retry later",
-            {"Retry-After": "1"},
+            f" {bound_ms} ms bound (--max-publish-lag-ms)"
         )
+        REFUSALS.warning(f"Publishing refused, {words}")
+        raise ApiError(503, f"{words}; retry later", {"Retry-After": "1"})
 
 
 def check_covered(
