@@ -200,7 +200,8 @@ async def test_a_sheet_over_the_configured_memory_budget_fails_naming_it(
     kind, state = events[-1]
     assert kind == "failed"
     assert state["error"] == (
-        "the sheet does not fit in the XLSX reader's memory budget (128 MiB, --xlsx-memory-mib)"
+        "the sheet does not fit in the XLSX reader's memory budget (128 MiB, --xlsx-memory-mib):"
+        " it holds every cell from the sheet's first used cell to its last, empty ones too"
     )
 
 

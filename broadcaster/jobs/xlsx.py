@@ -92,7 +92,8 @@ class XlsxRows:
             mib = self._budget // 1024**2
             return (
                 f"the sheet does not fit in the XLSX reader's memory budget ({mib} MiB,"
-                " --xlsx-memory-mib)"
+                " --xlsx-memory-mib): it holds every cell from the sheet's first used cell"
+                " to its last, empty ones too"
             )
         return f"the XLSX reader stopped (exit status {status})"
 
